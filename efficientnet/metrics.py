@@ -1,0 +1,60 @@
+"""FER validation metrics, gathered across ranks with each sample counted once."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness import distributed as du
+from harness.tasks import Evaluator
+
+
+def classification_metrics(preds: np.ndarray, targets: np.ndarray, num_classes: int) -> dict[str, Any]:
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (targets, preds), 1)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    tp = np.diag(confusion)
+    recall = np.divide(tp, support, out=np.zeros(num_classes), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(num_classes), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(num_classes),
+                   where=(precision + recall) > 0)
+    present = support > 0
+    return {
+        "accuracy": float(tp.sum() / max(1, confusion.sum())),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class_recall": recall.tolist(),
+        "confusion": confusion.tolist(),
+    }
+
+
+class FEREvaluator(Evaluator):
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        self.index: list[np.ndarray] = []
+        self.pred: list[np.ndarray] = []
+        self.target: list[np.ndarray] = []
+        self.loss: list[np.ndarray] = []
+
+    def process(self, batch: dict[str, Any], outputs: torch.Tensor) -> None:
+        logits = outputs.float()
+        self.index.append(batch["index"].cpu().numpy())
+        self.pred.append(logits.argmax(dim=1).cpu().numpy())
+        self.target.append(batch["target"].cpu().numpy())
+        self.loss.append(F.cross_entropy(logits, batch["target"], reduction="none").cpu().numpy())
+
+    def evaluate(self) -> dict[str, Any]:
+        local = [np.concatenate(x) if x else np.zeros(0) for x in (self.index, self.pred, self.target, self.loss)]
+        parts = du.gather_objects(local)
+        index, pred, target, loss = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        _, first = np.unique(index, return_index=True)  # each sample once, whatever the sharding
+        pred, target, loss = pred[first].astype(np.int64), target[first].astype(np.int64), loss[first]
+        metrics = classification_metrics(pred, target, self.num_classes)
+        metrics["loss"] = float(loss.mean()) if len(loss) else float("nan")
+        metrics["samples"] = int(len(first))
+        return metrics

@@ -1,0 +1,200 @@
+"""Where this process sits in the world, and collective helpers safe at world size 1.
+
+The world comes from torchrun (``RANK``/``LOCAL_RANK``/``WORLD_SIZE``), Slurm
+(``SLURM_PROCID``/``SLURM_LOCALID``/``SLURM_NTASKS``; also what submitit
+jobs see), or nothing (a single process).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import socket
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class WorldInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    source: str = "single"  # single | torchrun | slurm
+
+    @property
+    def distributed(self) -> bool:
+        return self.source != "single"
+
+
+def master_port_for_job(job_id: str) -> int:
+    """A port in [15000, 35000) derived from the Slurm job id, so that concurrent
+    jobs sharing a node never pick the same rendezvous port."""
+    digits = re.sub(r"\D", "", str(job_id)) or "0"
+    return 15000 + int(digits) % 20000
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """``node[1-3,7],gpu01`` -> ``[node1, node2, node3, node7, gpu01]``.
+
+    Uses ``scontrol show hostnames`` when available, else a parser for the
+    common bracket forms (keeps zero padding)."""
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.split()
+        if out:
+            return out
+    except (OSError, subprocess.SubprocessError):
+        pass
+    hosts: list[str] = []
+    for prefix, ranges, plain in re.findall(r"([^,\[]+)\[([^\]]+)\]|([^,\[\]]+)", nodelist):
+        if plain:
+            hosts.append(plain)
+            continue
+        for part in ranges.split(","):
+            lo, _, hi = part.partition("-")
+            if not hi:
+                hosts.append(prefix + lo)
+                continue
+            width = len(lo)
+            hosts.extend(f"{prefix}{i:0{width}d}" for i in range(int(lo), int(hi) + 1))
+    return hosts
+
+
+def world_info_from_env(env: dict[str, str] | None = None) -> WorldInfo:
+    """Read the world from torchrun or Slurm variables; a single process otherwise."""
+    env = dict(os.environ if env is None else env)
+    if "RANK" in env and "WORLD_SIZE" in env:
+        world = int(env["WORLD_SIZE"])
+        return WorldInfo(
+            rank=int(env["RANK"]), local_rank=int(env.get("LOCAL_RANK", 0)), world_size=world,
+            local_world_size=int(env.get("LOCAL_WORLD_SIZE", world)),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(env.get("MASTER_PORT", 29500)), source="torchrun")
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        job_id = env.get("SLURM_JOB_ID", "0")
+        nodes = expand_nodelist(env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "")
+        ntasks = int(env["SLURM_NTASKS"])
+        nnodes = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or max(1, len(nodes)))
+        return WorldInfo(
+            rank=int(env["SLURM_PROCID"]), local_rank=int(env.get("SLURM_LOCALID", 0)),
+            world_size=ntasks, local_world_size=max(1, ntasks // max(1, nnodes)),
+            master_addr=env.get("MASTER_ADDR") or (nodes[0] if nodes else "127.0.0.1"),
+            master_port=int(env.get("MASTER_PORT") or master_port_for_job(job_id)), source="slurm")
+    return WorldInfo()
+
+
+def resolve_backend(requested: str = "auto") -> str:
+    """nccl with CUDA, gloo without (detectron2's rule)."""
+    if requested != "auto":
+        if requested == "nccl" and not torch.cuda.is_available():
+            raise RuntimeError("DIST.BACKEND nccl needs CUDA; this machine has none (use auto or gloo)")
+        return requested
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+_CONTROL_GROUP: Any = None
+
+
+def init_distributed(world: WorldInfo, backend: str = "auto", timeout_s: int = 1800) -> torch.device:
+    """Join the process group (if any) and return this process's device."""
+    global _CONTROL_GROUP
+    backend = resolve_backend(backend)
+    if torch.cuda.is_available():
+        # With set_cuda_visible_devices each process sees one GPU: local rank maps modulo.
+        device = torch.device("cuda", world.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world.distributed and not dist.is_initialized():
+        dist.init_process_group(backend=backend, init_method=f"tcp://{world.master_addr}:{world.master_port}",
+                                rank=world.rank, world_size=world.world_size,
+                                timeout=datetime.timedelta(seconds=timeout_s))
+        # A CPU group for control flags: agreeing on them never synchronises a GPU stream.
+        _CONTROL_GROUP = dist.new_group(backend="gloo") if backend != "gloo" else None
+    return device
+
+
+def destroy_distributed() -> None:
+    global _CONTROL_GROUP
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _CONTROL_GROUP = None
+
+
+# ------------------------------------------------------------------ helpers
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_dist() and world_size() > 1:
+        dist.barrier()
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean over ranks (a copy); the tensor itself at world size 1."""
+    if not is_dist() or world_size() == 1:
+        return tensor
+    out = tensor.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / world_size()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if not is_dist() or world_size() == 1:
+        return tensor
+    out = tensor.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any rank (CPU control group)."""
+    if not is_dist() or world_size() == 1:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_CONTROL_GROUP)
+    return bool(t.item())
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` in rank order, on every rank (``[obj]`` at world size 1)."""
+    if not is_dist() or world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj, group=_CONTROL_GROUP)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank."""
+    if not is_dist() or world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, group=_CONTROL_GROUP)
+    return box[0]
+
+
+def find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,112 @@
+"""The run directory: atomic JSON files, status.json and run.json (docs/run-format.md)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from yacs.config import CfgNode as CN
+
+STATES = ("pending", "running", "completed", "failed", "preempted", "cancelled")
+
+
+def run_dir_for(cfg: CN) -> Path:
+    return Path(cfg.OUTPUT_DIR) / cfg.RUN_NAME
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Temp file in the same directory, fsync, rename: readers never see a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+def read_status(run_dir: str | os.PathLike) -> dict:
+    return read_json(Path(run_dir) / "status.json", default={}) or {}
+
+
+def write_status(run_dir: str | os.PathLike, **fields: Any) -> dict:
+    """Merge ``fields`` into status.json atomically and stamp the heartbeat."""
+    if "state" in fields and fields["state"] not in STATES:
+        raise ValueError(f"unknown run state {fields['state']!r}; one of {STATES}")
+    status = read_status(run_dir)
+    now = time.time()
+    status.update(fields)
+    status.setdefault("started_at", now)
+    status["heartbeat"] = now
+    status["updated_at"] = now
+    atomic_write_json(Path(run_dir) / "status.json", status)
+    return status
+
+
+def git_commit() -> str:
+    """The commit of the code being run ("" outside a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def environment_info() -> dict[str, str]:
+    import torch
+
+    return {
+        "host": socket.gethostname(),
+        "python_version": platform.python_version(),
+        "torch_version": torch.__version__,
+        "cuda_version": (torch.version.cuda or "") if torch.cuda.is_available() else "",
+        "executable": sys.executable,
+    }
+
+
+def slurm_job_id(env: dict[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID", "")

@@ -1,0 +1,148 @@
+"""The small interface between the training engine and a workload.
+
+A workload (FER classification, COCO pose) implements :class:`Task`. The
+engine only ever talks to a model through ``Task.forward``/``Task.loss`` and to
+validation through an :class:`Evaluator`, so it needs no workload knowledge.
+
+Batches are dicts of tensors. Datasets index with ``(epoch, index)`` keys (see
+``harness.data``) so that augmentation randomness is a function of
+(seed, epoch, index) only.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from yacs.config import CfgNode as CN
+
+# Workload name -> "module:Class". Imported by name; never eval'd.
+TASKS: dict[str, str] = {
+    "fer": "efficientnet.task:FERTask",
+    "pose": "hrnet.task:PoseTask",
+}
+
+
+class Evaluator(ABC):
+    """Accumulates per-sample results on each rank; ``evaluate`` combines them.
+
+    ``process`` receives every validation batch with its ``"index"`` entry (the
+    dataset index of each sample). ``evaluate`` must gather results across ranks
+    (``harness.distributed.gather_objects``) keyed by that index, so every
+    sample counts exactly once, and return the same metrics dict on every rank.
+    """
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+    @abstractmethod
+    def process(self, batch: dict[str, Any], outputs: Any) -> None: ...
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, float]:
+        """Metric name -> value (plain floats; lists/nested allowed for extras)."""
+
+
+class Task(ABC):
+    """One workload. Subclasses are stateless apart from the frozen config."""
+
+    #: Name in TASKS.
+    name: str = ""
+    #: Key of Evaluator.evaluate()'s result that analysis treats as the headline.
+    primary_metric: str = ""
+    #: Whether a larger primary metric is better.
+    higher_is_better: bool = True
+
+    def __init__(self, cfg: CN):
+        self.cfg = cfg
+
+    # ---- configuration (classmethods: called before a config exists)
+    @classmethod
+    @abstractmethod
+    def add_config_defaults(cls, cfg: CN) -> None:
+        """Add this workload's blocks/keys to a clone of the harness defaults."""
+
+    @classmethod
+    def recognizes(cls, raw: dict) -> bool:
+        """Whether a YAML dict that names no TASK is a config of this workload."""
+        return False
+
+    @classmethod
+    def finalize_config(cls, cfg: CN, explicit: set[str]) -> None:
+        """Map legacy/official keys onto harness keys. ``explicit``: keys the
+        YAML or command line set (full dotted names)."""
+
+    @classmethod
+    def validate_config(cls, cfg: CN) -> None:
+        """Raise harness.config.ConfigError naming the key on a bad value."""
+
+    # ---- building blocks
+    @abstractmethod
+    def build_model(self) -> nn.Module: ...
+
+    @abstractmethod
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        """(train, val). Items are dicts with at least "input" and "index"."""
+
+    @abstractmethod
+    def build_evaluator(self, val_dataset: Dataset) -> Evaluator: ...
+
+    def train_sample_weights(self, train_dataset: Dataset) -> torch.Tensor | None:
+        """Per-sample weights for a weighted sampler, or None for uniform."""
+        return None
+
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> Any:
+        return model(batch["input"])
+
+    @abstractmethod
+    def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
+        """Mean loss over the batch (a scalar tensor)."""
+
+    def eval_forward(self, model: nn.Module, batch: dict[str, Any]) -> Any:
+        """Outputs for validation (e.g. flip test); defaults to ``forward``."""
+        return self.forward(model, batch)
+
+    def prepare_batch(self, batch: dict[str, Any], device: torch.device,
+                      channels_last: bool = False) -> dict[str, Any]:
+        """Move tensors to the device; uint8 images become normalised floats here,
+        on the device, so the loader ships 4x fewer bytes."""
+        out = {}
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor):
+                v = v.to(device, non_blocking=True)
+            out[k] = v
+        x = out["input"]
+        if x.dtype == torch.uint8:
+            x = self.normalize(x.float().div_(255))
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out["input"] = x
+        return out
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @staticmethod
+    def batch_size(batch: dict[str, Any]) -> int:
+        return int(batch["input"].shape[0])
+
+
+def get_task(name: str) -> type[Task]:
+    """The Task class registered under ``name``."""
+    try:
+        target = TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown TASK {name!r}; choose one of {', '.join(sorted(TASKS))}") from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def task_for_raw_config(raw: dict) -> str:
+    """The workload a YAML with no TASK key belongs to (default: fer)."""
+    for name in TASKS:
+        if get_task(name).recognizes(raw):
+            return name
+    return "fer"

@@ -1,0 +1,137 @@
+"""Train one run in this process, inside whatever distributed world the
+environment describes (torchrun, Slurm/submitit, or none)."""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+import traceback
+
+import torch
+from yacs.config import CfgNode as CN
+
+from harness import distributed as du
+from harness.checkpoint import load_checkpoint, resolve_resume
+from harness.config import device_count, dump_config, flatten_config, global_batch_size
+from harness.distributed import WorldInfo, world_info_from_env
+from harness.rundir import (
+    atomic_write_json,
+    environment_info,
+    git_commit,
+    read_json,
+    read_status,
+    run_dir_for,
+    slurm_job_id,
+)
+from harness.runlog import RunLogger, setup_text_logging
+from harness.tasks import get_task
+from harness.trainer import Trainer
+
+
+def check_world(cfg: CN, world: WorldInfo) -> None:
+    """The environment's world must be the one the config asks for."""
+    expected = cfg.DIST.GPUS if cfg.DIST.STRATEGY == "ddp" else 1
+    if world.world_size != expected:
+        raise RuntimeError(
+            f"the environment ({world.source}) has world size {world.world_size} but DIST.STRATEGY "
+            f"{cfg.DIST.STRATEGY} with DIST.GPUS {cfg.DIST.GPUS} needs {expected} processes")
+
+
+def _set_cpu_threads(world: WorldInfo) -> None:
+    if not torch.cuda.is_available():
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // max(1, world.local_world_size)))
+
+
+def _identity(cfg: CN, trainer: Trainer, task_cls: type, wandb_id: str, world: WorldInfo) -> dict:
+    env = environment_info()
+    previous = read_json(run_dir_for(cfg) / "run.json", default={}) or {}
+    return {
+        "run_name": cfg.RUN_NAME, "sweep": cfg.SWEEP, "workload": cfg.TASK, "model": cfg.MODEL.NAME,
+        "strategy": cfg.DIST.STRATEGY, "gpus": device_count(cfg), "nodes": cfg.DIST.NODES,
+        "world_size": world.world_size, "device_type": trainer.device.type,
+        "batch_size_per_gpu": cfg.TRAIN.BATCH_SIZE_PER_GPU, "global_batch": global_batch_size(cfg),
+        "grad_accum": cfg.TRAIN.GRAD_ACCUM, "lr": trainer.lr, "seed": cfg.SEED,
+        "primary_metric": f"val/{task_cls.primary_metric}", "higher_is_better": task_cls.higher_is_better,
+        "num_params": trainer.num_params, "steps_per_epoch": trainer.steps_per_epoch,
+        "git_commit": git_commit(), "host": env["host"],
+        "hosts": sorted(set(du.gather_objects(socket.gethostname()))),
+        "torch_version": env["torch_version"], "cuda_version": env["cuda_version"],
+        "python_version": env["python_version"], "wandb_id": wandb_id,
+        "wandb_project": cfg.LOG.WANDB.PROJECT, "wandb_entity": cfg.LOG.WANDB.ENTITY,
+        "wandb_group": wandb_group(cfg), "slurm_job_id": slurm_job_id(),
+        "started_at": previous.get("started_at", time.time()),
+    }
+
+
+def wandb_group(cfg: CN) -> str:
+    return cfg.LOG.WANDB.GROUP or cfg.SWEEP or cfg.RUN_NAME
+
+
+def run_training(cfg: CN, resume: str = "auto") -> str:
+    """Train (or resume) the run of ``cfg``; returns "completed" or "preempted".
+
+    On an error the run's status.json says failed, with the traceback, and the
+    error propagates."""
+    world = world_info_from_env()
+    check_world(cfg, world)
+    _set_cpu_threads(world)
+    device = du.init_distributed(world, cfg.DIST.BACKEND)
+    run_dir = run_dir_for(cfg)
+    main = du.is_main()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    du.barrier()
+    setup_text_logging(run_dir, main)
+    task_cls = get_task(cfg.TASK)
+    logger = RunLogger(run_dir, f"val/{task_cls.primary_metric}", task_cls.higher_is_better)
+    previous = read_status(run_dir)
+    try:
+        if main:
+            dump_config(cfg, run_dir / "config.yaml")
+        resume_path = resolve_resume(resume, run_dir)
+        trainer = Trainer(cfg, task_cls(cfg), world, device, run_dir, logger)
+        state = load_checkpoint(resume_path) if resume_path else None
+        if state is not None:
+            trainer.load_state_dict(state)
+            logger.best = state.get("best")
+            logger.info("resumed from %s at epoch %d, step %d", resume_path, trainer.epoch, trainer.global_step)
+        logger.rewind(trainer.global_step)
+        old_id = (state or {}).get("wandb_id") or (read_json(run_dir / "run.json", {}) or {}).get("wandb_id")
+        wandb_id = du.broadcast_object(old_id or secrets.token_hex(4))
+        identity = _identity(cfg, trainer, task_cls, wandb_id, world)
+        if main:
+            atomic_write_json(run_dir / "run.json", identity)
+        requeues = previous.get("requeues", 0) + (1 if previous.get("state") == "preempted" else 0)
+        logger.status(state="running", epoch=trainer.epoch, step=trainer.global_step, requeues=requeues,
+                      error=None, traceback=None, primary_metric=identity["primary_metric"],
+                      job_id=identity["slurm_job_id"] or previous.get("job_id", ""))
+        settings = {"mode": cfg.LOG.WANDB.MODE, "project": cfg.LOG.WANDB.PROJECT,
+                    "entity": cfg.LOG.WANDB.ENTITY, "group": identity["wandb_group"],
+                    "job_type": cfg.DIST.STRATEGY, "name": cfg.RUN_NAME, "tags": list(cfg.LOG.WANDB.TAGS),
+                    "init_timeout": cfg.LOG.WANDB.INIT_TIMEOUT}
+        wandb_config = {**flatten_config(cfg), "derived/world_size": world.world_size,
+                        "derived/global_batch": identity["global_batch"], "derived/lr": trainer.lr,
+                        "derived/num_params": trainer.num_params}
+        logger.start_wandb(settings, wandb_id, wandb_config)
+        result = trainer.fit()
+        logger.status(state=result, epoch=trainer.epoch, step=trainer.global_step)
+        logger.info("run %s %s: %s", cfg.RUN_NAME, result, run_dir)
+        logger.finish(0)
+        return result
+    except KeyboardInterrupt:
+        logger.status(state="cancelled", error="interrupted by the user (KeyboardInterrupt)")
+        logger.finish(1)
+        raise
+    except BaseException as e:
+        tb = traceback.format_exc()
+        first = f"{type(e).__name__}: {e}".splitlines()[0]
+        if not main:
+            (run_dir / f"error-rank{du.rank()}.txt").write_text(tb)
+        logger.status(state="failed", error=first, traceback=tb)
+        logger.warning("run failed: %s", first)
+        logger.finish(1)
+        raise
+    finally:
+        du.destroy_distributed()

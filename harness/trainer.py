@@ -1,0 +1,295 @@
+"""The training loop shared by every workload.
+
+Concerns live elsewhere: timing (harness.timing), checkpoint files
+(harness.checkpoint), records (harness.runlog), strategies and precision
+(harness.parallel), LR (harness.optim), samplers (harness.data).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+from yacs.config import CfgNode as CN
+
+from harness import checkpoint as ckpt
+from harness import distributed as du
+from harness import parallel, preemption
+from harness.config import device_count, global_batch_size
+from harness.data import InferenceSampler, TrainSampler, build_loader
+from harness.distributed import WorldInfo
+from harness.optim import LRSchedule, build_optimizer, scaled_lr
+from harness.runlog import RunLogger
+from harness.tasks import Task
+from harness.timing import WindowTimer, memory_stats
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class Meter:
+    """Sum and count of a per-step scalar, kept on the device until read."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | float = 0.0
+        self.count = 0
+
+    def add(self, value: torch.Tensor) -> None:
+        self.total = self.total + value.detach().double()
+        self.count += 1
+
+    def global_mean(self) -> float:
+        if self.count == 0:
+            return float("nan")
+        t = torch.as_tensor(self.total, dtype=torch.float64).reshape(1)
+        return float(du.all_reduce_mean(t).item()) / self.count
+
+    def state(self) -> tuple[float, int]:
+        return float(self.total), self.count
+
+    def load(self, state: tuple[float, int]) -> None:
+        self.total, self.count = state
+
+
+class Trainer:
+    def __init__(self, cfg: CN, task: Task, world: WorldInfo, device: torch.device, run_dir: Path,
+                 logger: RunLogger):
+        self.cfg, self.task, self.world, self.device = cfg, task, world, device
+        self.run_dir, self.log = run_dir, logger
+        parallel.check_amp(cfg, device)
+        self.devices = device_count(cfg)
+        self.global_batch = global_batch_size(cfg)
+        # Per optimizer step this process loads BATCH_SIZE_PER_GPU (x GPUS for dp), in GRAD_ACCUM pieces.
+        per_process = cfg.TRAIN.BATCH_SIZE_PER_GPU * (cfg.DIST.GPUS if cfg.DIST.STRATEGY == "dp" else 1)
+        self.micro_batch = per_process // cfg.TRAIN.GRAD_ACCUM
+
+        train_set, val_set = task.build_datasets()
+        self.sampler = TrainSampler(len(train_set), world.world_size, world.rank, cfg.SEED,
+                                    weights=task.train_sample_weights(train_set))
+        loader_args = dict(num_workers=cfg.DATA.NUM_WORKERS, pin_memory=cfg.DATA.PIN_MEMORY,
+                           prefetch_factor=cfg.DATA.PREFETCH_FACTOR,
+                           persistent_workers=cfg.DATA.PERSISTENT_WORKERS)
+        self.train_loader = build_loader(train_set, self.sampler, self.micro_batch, drop_last=True,
+                                         **loader_args)
+        eval_batch = cfg.EVAL.BATCH_SIZE_PER_GPU or cfg.TRAIN.BATCH_SIZE_PER_GPU
+        self.val_loader = build_loader(val_set, InferenceSampler(len(val_set), world.world_size, world.rank),
+                                       eval_batch, drop_last=False, **loader_args)
+        self.steps_per_epoch = len(self.sampler) // self.micro_batch // cfg.TRAIN.GRAD_ACCUM
+        if cfg.TRAIN.MAX_STEPS_PER_EPOCH:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.TRAIN.MAX_STEPS_PER_EPOCH)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"the training set ({len(train_set)} samples) is smaller than one global batch "
+                             f"({self.global_batch}); lower TRAIN.BATCH_SIZE_PER_GPU or DIST.GPUS")
+        self.evaluator = task.build_evaluator(val_set)
+
+        torch.manual_seed(cfg.SEED)  # identical initial weights on every rank
+        self.raw_model = task.build_model()
+        self.num_params = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
+        self.model = parallel.wrap_model(cfg, self.raw_model, device, world, logger.info)
+        self.raw_model = parallel.unwrap(self.model)
+        self.lr = scaled_lr(cfg)
+        self.optimizer = build_optimizer(cfg, self.raw_model, self.lr)
+        self.schedule = LRSchedule(cfg, self.lr, self.steps_per_epoch)
+        self.scaler = parallel.grad_scaler(cfg, device)
+        if cfg.TRAIN.COMPILE:
+            self.model = torch.compile(self.model)
+        torch.manual_seed(cfg.SEED * 1000 + world.rank + 1)  # dropout differs per rank, as with real data
+
+        self.epoch = self.step_in_epoch = self.global_step = 0
+        self.elapsed = self.epoch_time = 0.0
+        self.window_loss, self.epoch_loss = Meter(), Meter()
+        self.epoch_data_wait = 0.0
+        self.steps_since_start = 0
+        self._clock = time.perf_counter()
+
+    # ------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        self._tick()
+        mine = {"rng": ckpt.rng_state(), "window_loss": self.window_loss.state(),
+                "epoch_loss": self.epoch_loss.state()}
+        return {
+            "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "schedule": {"base_lr": self.lr},
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "samples": self.samples, "elapsed": self.elapsed, "epoch_time": self.epoch_time,
+            "epoch_data_wait": self.epoch_data_wait, "world_size": self.world.world_size,
+            "per_rank": du.gather_objects(mine), "best": self.log.best,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        for key in ("epoch", "step_in_epoch", "global_step", "elapsed", "epoch_time", "epoch_data_wait"):
+            setattr(self, key, state[key])
+        per_rank = state["per_rank"]
+        if len(per_rank) != self.world.world_size:
+            self.log.warning("checkpoint was written at world size %d, resuming at %d: the data order and "
+                             "random state differ from an uninterrupted run", len(per_rank),
+                             self.world.world_size)
+        mine = per_rank[self.world.rank % len(per_rank)]
+        ckpt.set_rng_state(mine["rng"])
+        self.window_loss.load(mine["window_loss"])
+        self.epoch_loss.load(mine["epoch_loss"])
+
+    @property
+    def samples(self) -> int:
+        return self.global_step * self.global_batch
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.elapsed += now - self._clock
+        self.epoch_time += now - self._clock
+        self._clock = now
+
+    def save(self) -> None:
+        state = self.state_dict()  # collective: every rank takes part
+        if du.is_main():
+            ckpt.save_checkpoint(ckpt.checkpoint_path(self.run_dir), state)
+        du.barrier()
+
+    # ------------------------------------------------------------- loop
+    def fit(self) -> str:
+        """Train to TRAIN.EPOCHS; returns "completed" or "preempted"."""
+        cfg = self.cfg
+        self._clock = time.perf_counter()
+        while self.epoch < cfg.TRAIN.EPOCHS:
+            if not self.train_one_epoch():
+                return "preempted"
+            self._record_epoch()
+            every = cfg.EVAL.EVERY_EPOCHS
+            if every and ((self.epoch + 1) % every == 0 or self.epoch + 1 == cfg.TRAIN.EPOCHS):
+                self._record("val", self.evaluate())
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+            self.epoch_loss, self.epoch_time, self.epoch_data_wait = Meter(), 0.0, 0.0
+            if self.epoch % cfg.CHECKPOINT.EVERY_EPOCHS == 0 or self.epoch == cfg.TRAIN.EPOCHS:
+                self.save()
+            self.log.status(state="running", epoch=self.epoch, step=self.global_step)
+        return "completed"
+
+    def train_one_epoch(self) -> bool:
+        """One epoch from ``step_in_epoch``; False when stopped for preemption."""
+        cfg, accum = self.cfg, self.cfg.TRAIN.GRAD_ACCUM
+        self.model.train()
+        self.sampler.set_position(self.epoch, self.step_in_epoch * self.micro_batch * accum)
+        batches = iter(self.train_loader)
+        timer = WindowTimer(self.device)
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch}",
+                   disable=not (du.is_main() and cfg.LOG.PROGRESS), leave=False, mininterval=2)
+        while self.step_in_epoch < self.steps_per_epoch:
+            lr = self.schedule.apply(self.optimizer, self.epoch, self.step_in_epoch)
+            step_loss = torch.zeros((), device=self.device)
+            for micro in range(accum):
+                t0 = time.perf_counter()
+                batch = next(batches)
+                wait = time.perf_counter() - t0
+                timer.add_data_wait(wait)
+                self.epoch_data_wait += wait
+                batch = self.task.prepare_batch(batch, self.device, cfg.TRAIN.CHANNELS_LAST)
+                with parallel.no_sync(self.model, micro < accum - 1), parallel.autocast(cfg, self.device):
+                    loss = self.task.loss(self.task.forward(self.model, batch), batch)
+                if self.global_step == cfg.FAULT.NAN_AT_STEP:
+                    loss = loss * float("nan")
+                self.scaler.scale(loss / accum).backward()
+                step_loss += loss.detach().float() / accum
+            self.window_loss.add(step_loss)
+            self._optimizer_step()
+            self.step_in_epoch += 1
+            self.global_step += 1
+            self.steps_since_start += 1
+            timer.add_step(self.global_batch)
+            bar.update(1)
+            self._inject_faults()
+            if self.global_step % cfg.LOG.EVERY_N_STEPS == 0 or self.step_in_epoch == self.steps_per_epoch:
+                self._record_window(timer, lr)
+                timer.reset()
+            if cfg.CHECKPOINT.EVERY_N_STEPS and self.global_step % cfg.CHECKPOINT.EVERY_N_STEPS == 0:
+                self.save()
+            if du.any_rank(preemption.stop_requested() is not None):
+                bar.close()
+                self._check_finite(self.window_loss, "before the preemption checkpoint")
+                self.save()
+                self.log.info("stopped at epoch %d step %d (%s); checkpoint written", self.epoch,
+                              self.global_step, preemption.stop_requested() or "another rank's request")
+                return False
+        bar.close()
+        return True
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.TRAIN.CLIP_GRAD > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.TRAIN.CLIP_GRAD)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _inject_faults(self) -> None:
+        fault = self.cfg.FAULT
+        if self.global_step == fault.PREEMPT_AT_STEP:
+            preemption.request_stop("FAULT.PREEMPT_AT_STEP")
+        marker = self.run_dir / ".fault-crash-done"
+        if self.global_step == fault.CRASH_AT_STEP and not marker.exists():
+            if du.is_main():
+                marker.touch()  # crash once: a resubmitted run gets past it
+            raise RuntimeError(f"FAULT.CRASH_AT_STEP: injected crash at step {self.global_step}")
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        self._tick()
+        model = self.raw_model if self.world.world_size > 1 else self.model
+        model.eval()
+        self.evaluator.reset()
+        for batch in self.val_loader:
+            batch = self.task.prepare_batch(batch, self.device, self.cfg.TRAIN.CHANNELS_LAST)
+            with parallel.autocast(self.cfg, self.device):
+                outputs = self.task.eval_forward(model, batch)
+            self.evaluator.process(batch, outputs)
+        metrics = self.evaluator.evaluate()
+        self.model.train()
+        self._clock = time.perf_counter()  # validation time is not training time
+        return {f"val/{k}": v for k, v in metrics.items()}
+
+    # ------------------------------------------------------------- records
+    def _check_finite(self, meter: Meter, where: str) -> float:
+        value = meter.global_mean()
+        if meter.count and not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"training loss is {value} {where} (epoch {self.epoch}, step {self.global_step}); the last "
+                f"good checkpoint is kept at {ckpt.checkpoint_path(self.run_dir)}. Lower TRAIN.LR or set "
+                "TRAIN.CLIP_GRAD")
+        return value
+
+    def _record_window(self, timer: WindowTimer, lr: float) -> None:
+        loss = self._check_finite(self.window_loss, f"in the steps up to {self.global_step}")
+        self.epoch_loss.total = self.epoch_loss.total + self.window_loss.total
+        self.epoch_loss.count += self.window_loss.count
+        self.window_loss = Meter()
+        stats = timer.summary(self.devices)
+        stats.update(memory_stats(self.device))
+        stats.update({"train/loss": loss, "train/lr": lr,
+                      "steady": self.steps_since_start - stats["steps"] >= self.cfg.LOG.WARMUP_STEPS})
+        stats.pop("wall_s")
+        self._record("train", stats, epoch=self.epoch + self.step_in_epoch / self.steps_per_epoch)
+        self.log.status(state="running", epoch=self.epoch, step=self.global_step,
+                        last_img_per_s=stats["throughput/img_per_s"])
+
+    def _record_epoch(self) -> None:
+        self._tick()
+        epoch_samples = self.steps_per_epoch * self.global_batch
+        self._record("epoch", {
+            "train/loss": self.epoch_loss.global_mean(), "train/lr": self.optimizer.param_groups[0]["lr"],
+            "time/epoch_s": self.epoch_time, "throughput/img_per_s": epoch_samples / max(1e-9, self.epoch_time),
+            "time/data_wait_share": self.epoch_data_wait / max(1e-9, self.epoch_time)})
+
+    def _record(self, kind: str, values: dict[str, Any], epoch: float | None = None) -> None:
+        self._tick()
+        self.log.record(kind, values, step=self.global_step, epoch=self.epoch if epoch is None else epoch,
+                        elapsed=self.elapsed, samples=self.samples)
+        if kind == "val":
+            self.log.info("epoch %d validation: %s", self.epoch,
+                          {k: round(v, 4) for k, v in values.items() if isinstance(v, float)})

@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="scaling-harness",
+    version="0.1.0",
+    description="Distributed-training research harness: DP vs DDP scaling sweeps on Slurm or local GPUs",
+    python_requires=">=3.10",
+    packages=find_packages(include=["harness", "harness.*", "efficientnet", "efficientnet.*",
+                                    "hrnet", "hrnet.*", "analysis", "analysis.*"]),
+    install_requires=[
+        # Exact pins: an open range pulls a different multi-GB CUDA build.
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "submitit==1.5.4",
+        "wandb>=0.31,<0.32",
+        "pycocotools==2.0.11",
+        "yacs==0.1.8",
+        "pyyaml",
+        "numpy",
+        "scipy",
+        "pandas",
+        "matplotlib",
+        "pillow",
+        "tqdm",
+        "psutil",
+    ],
+    extras_require={"dev": ["pytest", "ruff"]},
+    entry_points={"console_scripts": ["harness=harness.cli:main"]},
+)
