@@ -19,15 +19,16 @@ EFFICIENTNETS: dict[str, Callable[..., nn.Module]] = {
 
 
 class TinyCNN(nn.Module):
-    """A few-thousand-parameter CNN: fast CPU tests of the engine (BN-free, no dropout)."""
+    """A few-thousand-parameter CNN for fast CPU tests of the engine: BN-free, with
+    dropout before the classifier (MODEL.DROPOUT) so RNG handling is exercised."""
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 16):
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0, width: int = 16):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
         self.classifier = nn.Linear(2 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +68,7 @@ def load_pretrained(model: nn.Module, path: str, in_channels: int) -> list[str]:
 def build_fer_model(cfg: CN) -> nn.Module:
     m = cfg.MODEL
     if m.NAME == "tiny_cnn":
-        return TinyCNN(m.IN_CHANNELS, m.NUM_CLASSES)
+        return TinyCNN(m.IN_CHANNELS, m.NUM_CLASSES, m.DROPOUT)
     if m.NAME not in EFFICIENTNETS:
         raise ConfigError(f"MODEL.NAME {m.NAME!r} is not a FER model; choose one of "
                           f"{', '.join(sorted(EFFICIENTNETS) + ['tiny_cnn'])}")

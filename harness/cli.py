@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train one run from a YAML config. Trailing KEY VALUE pairs override "
                                        "config keys, e.g. TRAIN.LR 0.01 DATA.NUM_WORKERS 4.")
     train.add_argument("--config", required=True, help="experiment YAML (may use _BASE_)")
-    train.add_argument("--gpus", type=int, help="devices (DIST.GPUS); on CPU the number of gloo processes for ddp")
+    train.add_argument("--gpus", type=int,
+                       help="devices (DIST.GPUS); on CPU the number of gloo processes for ddp")
     train.add_argument("--strategy", choices=("single", "dp", "ddp"), help="DIST.STRATEGY")
     train.add_argument("--output-dir", help="OUTPUT_DIR: parent of the run directory")
     train.add_argument("--run-name", help="RUN_NAME: the run directory's name")
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="make synthetic data sets and summarise data")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
-    summary = data_sub.add_parser("summary", help="print split sizes and per-class counts (by class name) as JSON")
+    summary = data_sub.add_parser("summary",
+                                  help="print split sizes and per-class counts (by class name) as JSON")
     summary.add_argument("--config", required=True, help="FER experiment YAML")
     summary.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     summary.set_defaults(func=cmd_data_summary)

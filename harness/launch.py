@@ -29,7 +29,8 @@ def launch(cfg: CN, resume: str = "auto") -> str:
                            "submit it with `harness sweep --backend slurm` or start it with torchrun")
     nprocs = cfg.DIST.GPUS
     if torch.cuda.is_available() and torch.cuda.device_count() < nprocs:
-        raise RuntimeError(f"DIST.GPUS {nprocs} but only {torch.cuda.device_count()} CUDA devices are visible")
+        raise RuntimeError(f"DIST.GPUS {nprocs} but only {torch.cuda.device_count()} CUDA devices "
+                           "are visible")
     port = find_free_port()
     context = mp.start_processes(_worker, args=(cfg, resume, nprocs, port), nprocs=nprocs, join=False,
                                  start_method="spawn")

@@ -71,7 +71,8 @@ class LRSchedule:
         if self.kind == "cosine":
             span = max(1e-9, self.epochs - self.warmup)
             progress = min(1.0, (e - self.warmup) / span)
-            return self.base_lr * (self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+            cosine = 0.5 * (1 + math.cos(math.pi * progress))
+            return self.base_lr * (self.min_ratio + (1 - self.min_ratio) * cosine)
         return self.base_lr
 
     def apply(self, optimizer: torch.optim.Optimizer, epoch: int, step_in_epoch: int) -> float:

@@ -18,6 +18,9 @@ def wrap_model(cfg: CN, model: nn.Module, device: torch.device, world: WorldInfo
     if cfg.TRAIN.CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
     if strategy == "ddp" and cfg.DIST.SYNC_BN and world.world_size > 1:
+        if device.type != "cuda":
+            raise RuntimeError("DIST.SYNC_BN needs CUDA: PyTorch's SyncBatchNorm has no CPU kernel. "
+                               "Set DIST.SYNC_BN False for gloo runs on the CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     if strategy == "dp":
@@ -41,7 +44,8 @@ def wrap_model(cfg: CN, model: nn.Module, device: torch.device, world: WorldInfo
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare module (no DataParallel/DDP/compile wrapper)."""
     model = getattr(model, "_orig_mod", model)
-    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    return model.module if isinstance(model, wrappers) else model
 
 
 def check_amp(cfg: CN, device: torch.device) -> None:

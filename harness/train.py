@@ -12,6 +12,7 @@ import torch
 from yacs.config import CfgNode as CN
 
 from harness import distributed as du
+from harness import preemption
 from harness.checkpoint import load_checkpoint, resolve_resume
 from harness.config import device_count, dump_config, flatten_config, global_batch_size
 from harness.distributed import WorldInfo, world_info_from_env
@@ -74,6 +75,7 @@ def run_training(cfg: CN, resume: str = "auto") -> str:
 
     On an error the run's status.json says failed, with the traceback, and the
     error propagates."""
+    preemption.clear()  # a request belongs to the run that received it
     world = world_info_from_env()
     check_world(cfg, world)
     _set_cpu_threads(world)
@@ -96,7 +98,8 @@ def run_training(cfg: CN, resume: str = "auto") -> str:
         if state is not None:
             trainer.load_state_dict(state)
             logger.best = state.get("best")
-            logger.info("resumed from %s at epoch %d, step %d", resume_path, trainer.epoch, trainer.global_step)
+            logger.info("resumed from %s at epoch %d, step %d", resume_path, trainer.epoch,
+                        trainer.global_step)
         logger.rewind(trainer.global_step)
         old_id = (state or {}).get("wandb_id") or (read_json(run_dir / "run.json", {}) or {}).get("wandb_id")
         wandb_id = du.broadcast_object(old_id or secrets.token_hex(4))

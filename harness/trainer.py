@@ -283,7 +283,8 @@ class Trainer:
         epoch_samples = self.steps_per_epoch * self.global_batch
         self._record("epoch", {
             "train/loss": self.epoch_loss.global_mean(), "train/lr": self.optimizer.param_groups[0]["lr"],
-            "time/epoch_s": self.epoch_time, "throughput/img_per_s": epoch_samples / max(1e-9, self.epoch_time),
+            "time/epoch_s": self.epoch_time,
+            "throughput/img_per_s": epoch_samples / max(1e-9, self.epoch_time),
             "time/data_wait_share": self.epoch_data_wait / max(1e-9, self.epoch_time)})
 
     def _record(self, kind: str, values: dict[str, Any], epoch: float | None = None) -> None:

@@ -1,6 +1,16 @@
 """Shared pytest fixtures."""
 import os
 
+import pytest
+
 # Tests never talk to the W&B service; offline mode still runs the real client.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def fer_csv_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small synthetic FER2013 csv set (Kaggle format), shared by the spine tests."""
+    from efficientnet.synth import write_synthetic_fer
+
+    return write_synthetic_fer(str(tmp_path_factory.mktemp("fer")), n=700, fmt="csv", seed=0)
