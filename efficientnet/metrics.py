@@ -49,7 +49,8 @@ class FEREvaluator(Evaluator):
         self.loss.append(F.cross_entropy(logits, batch["target"], reduction="none").cpu().numpy())
 
     def evaluate(self) -> dict[str, Any]:
-        local = [np.concatenate(x) if x else np.zeros(0) for x in (self.index, self.pred, self.target, self.loss)]
+        columns = (self.index, self.pred, self.target, self.loss)
+        local = [np.concatenate(x) if x else np.zeros(0) for x in columns]
         parts = du.gather_objects(local)
         index, pred, target, loss = (np.concatenate([p[i] for p in parts]) for i in range(4))
         _, first = np.unique(index, return_index=True)  # each sample once, whatever the sharding

@@ -24,12 +24,15 @@ class TinyCNN(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0, width: int = 16):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
-        self.classifier = nn.Linear(2 * width, num_classes)
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+
+        # Flattening a 6x6 map keeps where a feature is (brow vs mouth), which global pooling loses.
+        self.features = nn.Sequential(*block(in_channels, width), *block(width, 2 * width),
+                                      *block(2 * width, 2 * width), nn.AdaptiveAvgPool2d(6), nn.Flatten(),
+                                      nn.Dropout(dropout))
+        self.classifier = nn.Linear(2 * width * 36, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

@@ -84,7 +84,8 @@ class FERTask(Task):
             raise ConfigError(f"TRAIN.CLASS_WEIGHTING is {cfg.TRAIN.CLASS_WEIGHTING!r}; "
                               f"choose one of {', '.join(WEIGHTINGS)}")
         if cfg.MODEL.NUM_CLASSES != len(CLASS_NAMES):
-            raise ConfigError(f"MODEL.NUM_CLASSES must be {len(CLASS_NAMES)} for FER, got {cfg.MODEL.NUM_CLASSES}")
+            raise ConfigError(f"MODEL.NUM_CLASSES must be {len(CLASS_NAMES)} for FER, "
+                              f"got {cfg.MODEL.NUM_CLASSES}")
         scale = list(cfg.DATASET.AUG.SCALE)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
             raise ConfigError(f"DATASET.AUG.SCALE must be [low, high] with 0 < low <= high, got {scale}")

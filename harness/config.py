@@ -69,6 +69,8 @@ _C.TRAIN.LR_STEP = []
 _C.TRAIN.LR_FACTOR = 0.1
 # cosine: final LR as a fraction of the scaled LR.
 _C.TRAIN.MIN_LR_RATIO = 0.0
+# Weight decay (not on biases and norm weights). Ignored by adam, as in official
+# HRNet; use adamw for decoupled decay.
 _C.TRAIN.WD = 0.0
 _C.TRAIN.MOMENTUM = 0.9
 # none | fp16 | bf16 (autocast; fp16 adds a GradScaler and needs CUDA).

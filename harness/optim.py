@@ -37,7 +37,8 @@ def build_optimizer(cfg: CN, model: nn.Module, lr: float) -> torch.optim.Optimiz
     builders = {
         "sgd": lambda: torch.optim.SGD(groups, lr=lr, momentum=t.MOMENTUM),
         "sgd_nesterov": lambda: torch.optim.SGD(groups, lr=lr, momentum=t.MOMENTUM, nesterov=True),
-        "adam": lambda: torch.optim.Adam(groups, lr=lr),
+        # Adam ignores TRAIN.WD, as official HRNet's Adam does; adamw decays decoupled.
+        "adam": lambda: torch.optim.Adam(model.parameters(), lr=lr),
         "adamw": lambda: torch.optim.AdamW(groups, lr=lr),
         "adagrad": lambda: torch.optim.Adagrad(groups, lr=lr),
         "adadelta": lambda: torch.optim.Adadelta(groups, lr=lr),

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, _C, get_cfg, load_config, read_yaml_chain
+from harness.config import _C, ConfigError, get_cfg, load_config, read_yaml_chain
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "sweeps" not in p.parts)
@@ -37,7 +37,8 @@ def test_overrides_do_not_touch_defaults() -> None:
 def test_unknown_key_names_key_and_suggests(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("TASK: fer\nTRAIN:\n  BATCH_SIZE_PER_GPUS: 8\n")
-    with pytest.raises(ConfigError, match=r"TRAIN\.BATCH_SIZE_PER_GPUS.*bad\.yaml.*TRAIN\.BATCH_SIZE_PER_GPU"):
+    expected = r"TRAIN\.BATCH_SIZE_PER_GPUS.*bad\.yaml.*TRAIN\.BATCH_SIZE_PER_GPU"
+    with pytest.raises(ConfigError, match=expected):
         load_config(bad)
     with pytest.raises(ConfigError, match=r"'DIST\.STRATEGIE'.*command line.*DIST\.STRATEGY"):
         load_config(None, ["DIST.STRATEGIE", "ddp"])
