@@ -28,7 +28,8 @@ def test_train_writes_run_directory_and_learns(fer_csv_root: str, tmp_path: Path
                        "--run-name", "e2e", *opts)
     run_dir = tmp_path / "e2e"
     assert f"run completed: {tmp_path}/e2e" in proc.stdout
-    for name in ("config.yaml", "run.json", "status.json", "metrics.jsonl", "checkpoints/last.pt", "train.log"):
+    for name in ("config.yaml", "run.json", "status.json", "metrics.jsonl", "checkpoints/last.pt",
+                 "train.log"):
         assert (run_dir / name).is_file(), name
 
     frozen = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -27,8 +27,9 @@ def test_unreachable_wandb_warns_and_training_completes(fer_csv_root: str, tmp_p
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_local_port()}")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_MODE", "online")
-    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="nowandb", LOG__WANDB__MODE="online",
-                                           LOG__WANDB__INIT_TIMEOUT=15, TRAIN__EPOCHS=1))
+    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="nowandb",
+                                           LOG__WANDB__MODE="online", LOG__WANDB__INIT_TIMEOUT=15,
+                                           TRAIN__EPOCHS=1))
     assert launch(cfg) == "completed"
     run_dir = tmp_path / "nowandb"
     kinds = [r["kind"] for r in records(run_dir)]
@@ -50,5 +51,6 @@ def test_offline_run_holds_the_metrics(fer_csv_root: str, tmp_path: Path) -> Non
     data = next(segment.glob("run-*.wandb"))
     # The binary log holds the flattened config and the namespaced metric names.
     blob = data.read_bytes()
-    for needle in (b"throughput/img_per_s", b"val/accuracy", b"TRAIN.BATCH_SIZE_PER_GPU", b"derived/global_batch"):
+    needles = (b"throughput/img_per_s", b"val/accuracy", b"TRAIN.BATCH_SIZE_PER_GPU", b"derived/global_batch")
+    for needle in needles:
         assert needle in blob, needle
