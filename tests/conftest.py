@@ -13,4 +13,4 @@ def fer_csv_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small synthetic FER2013 csv set (Kaggle format), shared by the spine tests."""
     from efficientnet.synth import write_synthetic_fer
 
-    return write_synthetic_fer(str(tmp_path_factory.mktemp("fer")), n=700, fmt="csv", seed=0)
+    return write_synthetic_fer(str(tmp_path_factory.mktemp("fer")), n=880, fmt="csv", seed=0)

@@ -21,7 +21,7 @@ def test_train_writes_run_directory_and_learns(fer_csv_root: str, tmp_path: Path
                                               gpus: int) -> None:
     # Mild augmentation so that three short CPU epochs are enough to learn.
     opts = fast_opts(fer_csv_root, tmp_path, TRAIN__EPOCHS=3, TRAIN__MAX_STEPS_PER_EPOCH=0,
-                     TRAIN__BATCH_SIZE_PER_GPU=32 // gpus, TRAIN__OPTIMIZER="adamw", TRAIN__LR=0.003,
+                     TRAIN__BATCH_SIZE_PER_GPU=16 // gpus, TRAIN__OPTIMIZER="adamw", TRAIN__LR=0.004,
                      TRAIN__LR_SCALING="none", MODEL__DROPOUT=0.0, DATASET__AUG__ROTATION=0.0,
                      DATASET__AUG__SCALE="[1.0,1.0]", DATASET__AUG__CROP_PADDING=1, LOG__EVERY_N_STEPS=4)
     proc = harness_cli("train", "--config", FER_SYNTH, "--strategy", strategy, "--gpus", str(gpus),
@@ -36,7 +36,7 @@ def test_train_writes_run_directory_and_learns(fer_csv_root: str, tmp_path: Path
     assert frozen["DIST"]["STRATEGY"] == strategy and frozen["DIST"]["GPUS"] == gpus
     identity = json.loads((run_dir / "run.json").read_text())
     assert identity["world_size"] == (gpus if strategy == "ddp" else 1)
-    assert identity["global_batch"] == 32 and identity["batch_size_per_gpu"] == 32 // gpus
+    assert identity["global_batch"] == 16 and identity["batch_size_per_gpu"] == 16 // gpus
     assert identity["primary_metric"] == "val/accuracy" and identity["num_params"] > 0
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "completed" and status["epoch"] == 3 and status["requeues"] == 0
