@@ -147,17 +147,19 @@ class RunLogger:
 
     def _wandb_view(self, kind: str, rec: dict[str, Any]) -> dict[str, Any]:
         scalars = {k: v for k, v in rec.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        # Every row carries its position, so W&B histories map back to metrics.jsonl records.
+        position = {"trainer/step": rec["step"], "trainer/samples": rec["samples"],
+                    "trainer/time": rec["time"], "trainer/kind": kind}
         if kind == "train":
             out = {k: v for k, v in scalars.items() if "/" in k}
-            out["trainer/step"] = rec["step"]
-            out["trainer/samples"] = rec["samples"]
-            return out
+            out["trainer/steady"] = int(bool(rec.get("steady")))
+            return {**out, **position}
         if kind == "epoch":
             out = {f"epoch/{k.split('/', 1)[-1]}": v for k, v in scalars.items() if "/" in k}
         else:
             out = {k: v for k, v in scalars.items() if k.startswith("val/")}
         out["epoch"] = rec["epoch"]
-        return out
+        return {**out, **position}
 
     def _track_best(self, value: Any) -> None:
         if not isinstance(value, (int, float)) or math.isnan(value):

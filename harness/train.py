@@ -116,7 +116,7 @@ def run_training(cfg: CN, resume: str = "auto") -> str:
                     "init_timeout": cfg.LOG.WANDB.INIT_TIMEOUT}
         wandb_config = {**flatten_config(cfg), "derived/world_size": world.world_size,
                         "derived/global_batch": identity["global_batch"], "derived/lr": trainer.lr,
-                        "derived/num_params": trainer.num_params}
+                        "derived/num_params": trainer.num_params, "run": identity}
         logger.start_wandb(settings, wandb_id, wandb_config)
         result = trainer.fit()
         logger.status(state=result, epoch=trainer.epoch, step=trainer.global_step)

@@ -3,6 +3,8 @@ import os
 
 import pytest
 
+from tests.slurm_cluster_fixture import slurm_cluster, slurm_cluster_2nodes  # noqa: F401
+
 # Tests never talk to the W&B service; offline mode still runs the real client.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

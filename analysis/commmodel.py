@@ -1,0 +1,199 @@
+"""A step-time model fitted to scaling points, used to extrapolate efficiency.
+
+T(N) = T_compute(b) + 2(N-1)/N · G/BW + 2(N-1)·latency: the ring all-reduce of G
+gradient bytes (fp32 gradients: 4 bytes per parameter, also under AMP, since DDP
+reduces the fp32 ``.grad`` buckets) on top of the compute of a per-GPU batch b.
+In a weak-scaling series b is fixed, so T_compute is one constant; in a strong
+series b = B/N and T_compute(b) = T_0 + b·t_sample. Every unknown enters
+linearly, so the fit is a non-negative linear least-squares problem over three
+distinct GPU counts at least; its quality is the leave-one-out error over the
+measured counts. In strong scaling 2(N-1)/N·G/BW = 2G/BW − (2G/BW)/N has the
+same shape in N as T_0 + B·t_sample/N, so bandwidth and compute cannot be told
+apart there: only the latency and the predicted step times are identified.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import lsq_linear
+
+GRAD_BYTES_PER_PARAM = 4
+
+MODEL_FIT_COLUMNS = ["workload", "strategy", "scaling", "batch_size_per_gpu", "global_batch", "param_count",
+                     "grad_bytes", "bandwidth_gbps", "bandwidth_bytes_per_s", "latency_s", "t_compute_s",
+                     "t_compute_per_sample_s", "loo_rel_error", "loo_max_rel_error", "n_points", "gpus",
+                     "nodes", "measured_step_s", "predicted_step_s", "measured_efficiency",
+                     "predicted_efficiency", "kind", "note"]
+
+
+class UnderdeterminedFit(ValueError):
+    """Too few distinct GPU counts to fit the model's unknowns."""
+
+
+@dataclass(frozen=True)
+class CommFit:
+    t_compute_s: float
+    inverse_bandwidth_s_per_byte: float
+    latency_s: float
+    grad_bytes: float
+    #: Compute time per sample of the per-GPU batch (strong scaling; 0 when b is fixed).
+    t_compute_per_sample_s: float = 0.0
+    #: False for strong-scaling fits, whose bandwidth/compute split is arbitrary.
+    bandwidth_identified: bool = True
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float:
+        inv = self.inverse_bandwidth_s_per_byte
+        return float("inf") if inv <= 0 else 1.0 / inv
+
+    def step_time(self, gpus: Sequence[float] | np.ndarray | float,
+                  batch_per_gpu: Sequence[float] | np.ndarray | float = 0.0) -> np.ndarray:
+        n = np.atleast_1d(np.asarray(gpus, dtype=float))
+        b = np.broadcast_to(np.asarray(batch_per_gpu, dtype=float), n.shape)
+        coef = np.array([self.t_compute_s, self.inverse_bandwidth_s_per_byte, self.latency_s,
+                         self.t_compute_per_sample_s])
+        return _design(n, self.grad_bytes, b) @ coef
+
+    def efficiency(self, gpus: Sequence[float] | np.ndarray | float,
+                   global_batch: float | None = None) -> np.ndarray:
+        """Weak scaling (``global_batch`` None, b fixed): T(1)/T(N). Strong scaling
+        (fixed ``global_batch`` B): T(1, B)/(N·T(N, B/N))."""
+        n = np.atleast_1d(np.asarray(gpus, dtype=float))
+        if global_batch is None:
+            return self.step_time(1.0)[0] / self.step_time(n)
+        return self.step_time(1.0, global_batch)[0] / (n * self.step_time(n, global_batch / n))
+
+
+def ring_step_time(gpus: Sequence[float] | np.ndarray, t_compute_s: float, grad_bytes: float,
+                   bandwidth_bytes_per_s: float, latency_s: float) -> np.ndarray:
+    """The model's step time, for generating synthetic points."""
+    n = np.asarray(gpus, dtype=float)
+    return t_compute_s + 2 * (n - 1) / n * grad_bytes / bandwidth_bytes_per_s + 2 * (n - 1) * latency_s
+
+
+def _design(n: np.ndarray, grad_bytes: float, batch_per_gpu: np.ndarray) -> np.ndarray:
+    return np.column_stack([np.ones_like(n), 2 * (n - 1) / n * grad_bytes, 2 * (n - 1), batch_per_gpu])
+
+
+def fit_comm_model(gpus: Sequence[float], step_s: Sequence[float], grad_bytes: float,
+                   batch_per_gpu: Sequence[float] | None = None) -> CommFit:
+    """Non-negative least-squares fit of (T_compute, 1/BW, latency[, t_sample]) to step times.
+    ``batch_per_gpu``: the per-GPU batch of each point when it varies (strong scaling)."""
+    n = np.asarray(gpus, dtype=float)
+    t = np.asarray(step_s, dtype=float)
+    b = np.zeros_like(n) if batch_per_gpu is None else np.asarray(batch_per_gpu, dtype=float)
+    varies = len(np.unique(b)) > 1
+    needed = 4 if varies else 3
+    counts = np.unique(n)
+    if len(counts) < 3:
+        raise UnderdeterminedFit(f"{len(counts)} distinct GPU count(s) "
+                                 f"({', '.join(str(int(v)) for v in counts)}); the fit needs 3")
+    if grad_bytes <= 0:
+        raise UnderdeterminedFit("gradient size unknown (run.json num_params is 0)")
+    # A fixed per-GPU batch has no t_sample column: its compute time is all in T_compute.
+    design = _design(n, grad_bytes, b)[:, :needed]
+    # Columns differ by orders of magnitude (1, ~1e8 bytes, ~10, ~100 samples); scale
+    # them so the solver's tolerance means the same thing for each unknown.
+    scale = np.abs(design).max(axis=0)
+    scale[scale == 0] = 1.0
+    # Relative residuals: a 10 ms error matters more on a 50 ms step than on a 2 s one.
+    weights = 1.0 / t
+    result = lsq_linear(design / scale * weights[:, None], t * weights, bounds=(0, np.inf), method="bvls",
+                        tol=1e-12)
+    coef = np.append(result.x / scale, [0.0] * (4 - needed))
+    return CommFit(t_compute_s=float(coef[0]), inverse_bandwidth_s_per_byte=float(coef[1]),
+                   latency_s=float(coef[2]), grad_bytes=float(grad_bytes),
+                   t_compute_per_sample_s=float(coef[3]), bandwidth_identified=not varies)
+
+
+def leave_one_out_errors(gpus: Sequence[float], step_s: Sequence[float], grad_bytes: float,
+                         batch_per_gpu: Sequence[float] | None = None) -> np.ndarray:
+    """Relative error |T̂ − T|/T at each measured point when its GPU count is left
+    out of the fit. NaN where the remaining counts cannot determine the fit."""
+    n = np.asarray(gpus, dtype=float)
+    t = np.asarray(step_s, dtype=float)
+    b = np.zeros_like(n) if batch_per_gpu is None else np.asarray(batch_per_gpu, dtype=float)
+    errors = []
+    for held in np.unique(n):
+        keep = n != held
+        try:
+            fit = fit_comm_model(n[keep], t[keep], grad_bytes, b[keep] if batch_per_gpu is not None else None)
+        except UnderdeterminedFit:
+            errors.extend([np.nan] * int((~keep).sum()))
+            continue
+        errors.extend(np.abs(fit.step_time(n[~keep], b[~keep]) - t[~keep]) / t[~keep])
+    return np.asarray(errors, dtype=float)
+
+
+def model_fit_table(scaling: pd.DataFrame, keys: Sequence[str] = (),
+                    predict_gpus: Sequence[int] = (16, 64, 256)) -> pd.DataFrame:
+    """Fits per scaling series of ``scaling_table``'s rows (weak: workload, strategy,
+    per-GPU batch and ``keys``; strong: global batch instead of per-GPU batch):
+    measured rows and predictions at ``predict_gpus``."""
+    rows: list[dict] = []
+    measured = scaling[scaling["throughput_median"].notna()]
+    for mode, fixed in (("weak", "batch_size_per_gpu"), ("strong", "global_batch")):
+        series_keys = ["workload", "strategy", fixed, *keys]
+        part = measured[measured["scaling"] == mode]
+        for values, group in part.groupby(series_keys, sort=True, dropna=False):
+            ident = {**dict(zip(series_keys, values)), "scaling": mode}
+            rows.extend(_series_rows(ident, group, predict_gpus))
+    return pd.DataFrame(rows, columns=MODEL_FIT_COLUMNS + [k for k in keys if k not in MODEL_FIT_COLUMNS])
+
+
+def _series_rows(ident: dict, group: pd.DataFrame, predict_gpus: Sequence[int]) -> list[dict]:
+    strong = ident["scaling"] == "strong"
+    group = group.sort_values(["gpus", "nodes"])
+    gpus = group["gpus"].to_numpy(dtype=float)
+    batch = group["batch_size_per_gpu"].to_numpy(dtype=float)
+    # Step time from the throughput the efficiencies use: T(N) = N·b / X(N).
+    step = gpus * batch / group["throughput_median"].to_numpy()
+    params = int(group["num_params"].max() or 0)
+    grad_bytes = params * GRAD_BYTES_PER_PARAM
+    base = {**ident, "param_count": params, "grad_bytes": grad_bytes, "n_points": len(group)}
+    note = ("ring all-reduce model; DataParallel does not all-reduce (it replicates and gathers), "
+            "so its fitted 'bandwidth' is an effective figure" if ident["strategy"] == "dp" else "")
+    fit_batch = batch if strong else None
+    try:
+        fit = fit_comm_model(gpus, step, grad_bytes, fit_batch)
+    except UnderdeterminedFit as e:
+        return [{**base, "kind": "underdetermined", "note": f"fit underdetermined: {e}; no prediction made",
+                 "gpus": int(g), "nodes": int(nd), "batch_size_per_gpu": int(b),
+                 "global_batch": int(g * b), "measured_step_s": s}
+                for g, nd, b, s in zip(gpus, group["nodes"], batch, step)]
+    loo = leave_one_out_errors(gpus, step, grad_bytes, fit_batch)
+    finite = np.isfinite(loo)
+    loo_mean = float(np.mean(loo[finite])) if finite.any() else float("nan")
+    loo_max = float(np.max(loo[finite])) if finite.any() else float("nan")
+    notes = [note]
+    if not finite.all():
+        notes.append("leave-one-out needs 4+ GPU counts; not available for every point")
+    base.update(bandwidth_bytes_per_s=fit.bandwidth_bytes_per_s,
+                bandwidth_gbps=fit.bandwidth_bytes_per_s * 8 / 1e9, latency_s=fit.latency_s,
+                t_compute_s=fit.t_compute_s, t_compute_per_sample_s=fit.t_compute_per_sample_s,
+                loo_rel_error=loo_mean, loo_max_rel_error=loo_max)
+    if not fit.bandwidth_identified:
+        base.update(bandwidth_bytes_per_s=np.nan, bandwidth_gbps=np.nan, t_compute_s=np.nan,
+                    t_compute_per_sample_s=np.nan)
+        notes.append("strong scaling: bandwidth and compute time are not separable (both vary as 1/N); "
+                     "latency and the predictions are identified")
+    base["note"] = "; ".join(n for n in notes if n)
+    global_batch = float(ident["global_batch"]) if strong else None
+    t1_measured = step[gpus == 1][0] if (gpus == 1).any() else float("nan")
+    rows = []
+    for g, nd, b, s in zip(gpus, group["nodes"], batch, step):
+        measured_eff = t1_measured / s if not strong else t1_measured / (g * s)
+        rows.append({**base, "kind": "measured", "gpus": int(g), "nodes": int(nd),
+                     "batch_size_per_gpu": int(b), "global_batch": int(g * b), "measured_step_s": s,
+                     "predicted_step_s": float(fit.step_time(g, b)[0]), "measured_efficiency": measured_eff,
+                     "predicted_efficiency": float(fit.efficiency(g, global_batch)[0])})
+    for g in sorted(set(int(p) for p in predict_gpus) - set(int(v) for v in gpus)):
+        b = global_batch / g if strong else float(batch[0])
+        rows.append({**base, "kind": "prediction", "gpus": g, "nodes": float("nan"), "batch_size_per_gpu": b,
+                     "global_batch": g * b, "measured_step_s": float("nan"),
+                     "predicted_step_s": float(fit.step_time(g, b)[0]), "measured_efficiency": float("nan"),
+                     "predicted_efficiency": float(fit.efficiency(g, global_batch)[0])})
+    return rows

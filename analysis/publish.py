@@ -1,0 +1,54 @@
+"""``--push-wandb``: the analysis as one W&B run (job_type=analysis) in the sweep's group."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from analysis.report import ReportResult
+
+DEFAULT_PROJECT = "scaling-harness"
+
+
+def _most_common(values: pd.Series) -> str:
+    counts = Counter(str(v) for v in values if isinstance(v, str) and v)
+    return counts.most_common(1)[0][0] if counts else ""
+
+
+def push_to_wandb(result: ReportResult, wandb_path: str | None = None,
+                  group: str | None = None) -> Path | None:
+    """Log the CSV tables as ``wandb.Table`` and the PNG plots as ``wandb.Image``.
+    The mode comes from ``WANDB_MODE`` (offline writes ``<out>/wandb/offline-run-*``).
+    Returns the local run directory."""
+    import wandb
+
+    runs = result.analysis.runset.runs
+    entity, project = "", ""
+    if wandb_path:
+        entity, _, project = wandb_path.rpartition("/")
+    project = project or _most_common(runs.get("wandb_project", pd.Series(dtype=object))) or DEFAULT_PROJECT
+    entity = entity or _most_common(runs.get("wandb_entity", pd.Series(dtype=object))) or None
+    group = group or _most_common(runs.get("wandb_group", pd.Series(dtype=object))) or \
+        _most_common(runs.get("sweep", pd.Series(dtype=object))) or None
+    run = wandb.init(project=project, entity=entity, group=group, job_type="analysis",
+                     name=f"analysis-{group}" if group else "analysis", dir=str(result.out_dir),
+                     config={"sources": [str(p) for p in result.analysis.runset.manifests] or None,
+                             "by": list(result.analysis.options.by),
+                             "targets": result.analysis.targets}, reinit="finish_previous")
+    try:
+        for name, path in result.csvs.items():
+            table = pd.read_csv(path)
+            if len(table):
+                run.log({f"analysis/{name}": wandb.Table(dataframe=table.astype(str))})
+        for section, files in result.plots.items():
+            for file in files:
+                if file.suffix == ".png":
+                    run.log({f"plots/{file.stem}": wandb.Image(str(file), caption=section)})
+        run.save(str(result.report), base_path=str(result.out_dir), policy="now")
+        run_dir = Path(run.dir).parent
+    finally:
+        run.finish()
+    return run_dir

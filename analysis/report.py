@@ -1,0 +1,118 @@
+"""``build_report``: tables as CSV, plots and ``report.md`` for a sweep."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots
+from analysis.load import AnalysisError, load_sources
+from analysis.pipeline import Analysis, Options, analyze
+from analysis.report_text import render_markdown
+
+FORMATS = ("png", "svg")
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    report: Path
+    csvs: dict[str, Path]
+    #: Plot files written (every format), grouped by section.
+    plots: dict[str, list[Path]]
+    analysis: Analysis
+    wandb_run_dir: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def plot_files(self) -> list[Path]:
+        return [p for files in self.plots.values() for p in files]
+
+
+def default_out_dir(sources: Sequence[str | os.PathLike]) -> Path:
+    return Path(sources[0]) / "analysis" if sources else Path("reports") / "analysis"
+
+
+def build_report(sources: Sequence[str | os.PathLike] = (), out_dir: str | os.PathLike | None = None, *,
+                 wandb_path: str | None = None, group: str | None = None,
+                 cache_dir: str | os.PathLike | None = None, refresh: bool = False, by: Sequence[str] = (),
+                 target: float | None = None, target_fraction: float | None = None,
+                 data_bound_threshold: float = 0.2, predict_gpus: Sequence[int] = (16, 64, 256),
+                 formats: Sequence[str] = FORMATS, push_wandb: bool = False) -> ReportResult:
+    """Load runs from sweep/run directories and/or W&B, analyse them and write
+    ``scaling.csv``, ``convergence.csv``, ``time_to_target.csv``, ``model_fit.csv``,
+    ``runs.csv``, the plots and ``report.md`` into ``out_dir``."""
+    formats = [f.strip().lower() for f in formats if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise AnalysisError(f"--format {','.join(formats)}: choose from {', '.join(FORMATS)}")
+    if target is not None and target_fraction is not None:
+        raise AnalysisError("give either --target or --target-fraction, not both")
+    runset = load_sources(list(sources), wandb_path=wandb_path, group=group, cache_dir=cache_dir,
+                          refresh=refresh)
+    options = Options(by=list(by), target=target, target_fraction=target_fraction,
+                      data_bound_threshold=data_bound_threshold, predict_gpus=list(predict_gpus))
+    analysis = analyze(runset, options)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(list(sources))
+    out.mkdir(parents=True, exist_ok=True)
+    csvs = write_csvs(analysis, out)
+    stems = render_plots(analysis, out, formats)
+    report = out / "report.md"
+    report.write_text(render_markdown(analysis, stems, formats, sources=[str(s) for s in sources],
+                                      wandb_path=wandb_path, group=group))
+    result = ReportResult(out_dir=out, report=report, csvs=csvs,
+                          plots={k: [Path(f"{s}.{f}") for s in v for f in formats] for k, v in stems.items()},
+                          analysis=analysis)
+    if push_wandb:
+        from analysis.publish import push_to_wandb
+
+        result.wandb_run_dir = push_to_wandb(result, wandb_path=wandb_path, group=group)
+    return result
+
+
+def write_csvs(analysis: Analysis, out: Path) -> dict[str, Path]:
+    tables: dict[str, pd.DataFrame] = {
+        "scaling": analysis.scaling,
+        "convergence": analysis.curves,
+        "time_to_target": analysis.time_to_target,
+        "model_fit": analysis.model_fit,
+        "runs": runs_table(analysis),
+    }
+    for key, table in analysis.comparisons.items():
+        tables[f"by_{key}"] = table
+    paths = {}
+    for name, table in tables.items():
+        path = out / f"{name}.csv"
+        table.to_csv(path, index=False, float_format="%.6g")
+        paths[name] = path
+    return paths
+
+
+def runs_table(analysis: Analysis) -> pd.DataFrame:
+    """Every run with its state and, for excluded runs, why."""
+    runs = analysis.runset.runs
+    columns = ["run_name", "sweep", "workload", "strategy", "nodes", "gpus", "batch_size_per_gpu",
+               "global_batch", "seed", "state", "included", "exclude_reason", "error", "run_dir"]
+    table = runs[[c for c in columns if c in runs]].copy()
+    stats = analysis.per_run.rename(columns={"run_id": "_id"})
+    table["_id"] = runs["run_id"]
+    return table.merge(stats, on="_id", how="left").drop(columns="_id")
+
+
+def render_plots(analysis: Analysis, out: Path, formats: Sequence[str]) -> dict[str, list[Path]]:
+    stems: dict[str, list[Path]] = {}
+    if len(analysis.scaling):
+        stems["speedup"] = plots.speedup_plot(analysis.scaling, analysis.model_fit, analysis.keys, out,
+                                              formats)
+        stems["efficiency"] = plots.efficiency_plot(analysis.scaling, analysis.keys, out, formats)
+        stems["throughput"] = plots.throughput_plot(analysis.scaling, analysis.keys, out, formats)
+    if len(analysis.curves):
+        stems["convergence"] = plots.convergence_plot(analysis.curves, out, formats)
+    if len(analysis.time_to_target):
+        stems["time_to_target"] = plots.time_to_target_plot(analysis.time_to_target, out, formats)
+    for key, table in analysis.comparisons.items():
+        if len(table):
+            stems[f"by:{key}"] = plots.by_key_plot(table, key, out, formats)
+    return stems

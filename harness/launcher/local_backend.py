@@ -1,0 +1,157 @@
+"""Run a sweep on this machine, detached from the launching terminal.
+
+``start_scheduler`` spawns ``python -m harness.launcher.local_backend SWEEP_DIR
+RUN...`` in a new session (a closed terminal sends it no SIGHUP). That process
+takes the sweep's scheduler lock (so two of them never compete), then runs the
+runs: with GPUs, each on its own disjoint set of free GPUs, concurrently when
+they fit and queued otherwise; without GPUs, one after another (ddp as local
+gloo processes). Each run is ``python -m harness.launcher.run_one`` in its own
+process group, with stdout and stderr appended to ``<run dir>/train.log``.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.launcher.manifest import locked, read_manifest, record_submission, run_dir, updating
+from harness.launcher.scheduler import LOCAL_PREFIX, LOCAL_QUEUE_PREFIX
+from harness.rundir import read_status, write_status
+
+POLL_S = 0.5
+
+
+def start_scheduler(sweep_dir: str | Path, names: list[str]) -> int:
+    """Spawn the detached scheduler for ``names``; returns its pid."""
+    sweep_dir = Path(sweep_dir).resolve()
+    log_dir = sweep_dir / "local"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "scheduler.log", "ab") as log:
+        command = [sys.executable, "-m", "harness.launcher.local_backend", str(sweep_dir), *names]
+        proc = subprocess.Popen(command,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    return proc.pid
+
+
+def queue_job_id(pid: int) -> str:
+    return f"{LOCAL_QUEUE_PREFIX}{pid}"
+
+
+def gpus_needed(run: dict[str, Any]) -> int:
+    config = run["config"]
+    return 1 if config["DIST.STRATEGY"] == "single" else max(1, int(config["DIST.GPUS"]))
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may hand out (respects CUDA_VISIBLE_DEVICES)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # a broken CUDA install means: no GPUs to pack
+        return []
+
+
+def _log(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", flush=True)
+
+
+def _still_ours(sweep_dir: Path, name: str, job_id: str) -> bool:
+    """A run is skipped when it was cancelled or resubmitted since it was queued."""
+    with locked(sweep_dir):  # the submitter records our job id under this lock
+        run = read_manifest(sweep_dir)["runs"].get(name)
+    return bool(run) and run.get("job_id") == job_id and read_status(run_dir(sweep_dir, name)).get(
+        "state") != "cancelled"
+
+
+def _start(sweep_dir: Path, name: str, gpus: list[str]) -> subprocess.Popen:
+    directory = run_dir(sweep_dir, name)
+    directory.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    with open(directory / "train.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.run_one", str(sweep_dir), name],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, close_fds=True)
+    with updating(sweep_dir) as manifest:
+        record_submission(manifest, name, "local", f"{LOCAL_PREFIX}{proc.pid}", gpus=gpus)
+    _log(f"started {name} pid {proc.pid} gpus {gpus or 'cpu'}")
+    return proc
+
+
+def _finished(sweep_dir: Path, name: str, returncode: int) -> None:
+    """A run that died without saying so (import error, kill -9) is marked failed."""
+    directory = run_dir(sweep_dir, name)
+    state = read_status(directory).get("state")
+    _log(f"finished {name} exit {returncode} state {state}")
+    if returncode != 0 and state in (None, "pending", "running"):
+        log = directory / "train.log"
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        lines = [x for x in text.splitlines() if x.strip()]
+        tail = lines[-1] if lines else ""
+        write_status(directory, state="failed", error=f"process exited with code {returncode}: {tail}"[:500],
+                     traceback="\n".join(lines[-40:]))
+
+
+def run_queue(sweep_dir: str | Path, names: Sequence[str]) -> int:
+    """Run ``names`` to the end (blocking); the body of the detached scheduler."""
+    sweep_dir = Path(sweep_dir).resolve()
+    my_job_id = queue_job_id(os.getpid())
+    (sweep_dir / "local").mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / "local" / "scheduler.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one scheduler per sweep at a time
+        runs = read_manifest(sweep_dir)["runs"]
+        gpus = visible_gpus()
+        _log(f"scheduler {os.getpid()}: {len(names)} runs, gpus {gpus or 'none (cpu, one run at a time)'}")
+        queue = list(names)
+        free = list(gpus)
+        running: dict[str, tuple[subprocess.Popen, list[str]]] = {}
+        while queue or running:
+            for name in list(queue):
+                if not _still_ours(sweep_dir, name, my_job_id):
+                    queue.remove(name)
+                    _log(f"skipped {name} (cancelled or resubmitted)")
+                    continue
+                need = gpus_needed(runs[name]) if gpus else 0
+                if gpus and need > len(gpus):
+                    queue.remove(name)
+                    write_status(run_dir(sweep_dir, name), state="failed",
+                                 error=f"needs {need} GPUs; this machine has {len(gpus)}")
+                    continue
+                if (gpus and need <= len(free)) or (not gpus and not running):
+                    taken, free = free[:need], free[need:]
+                    running[name] = (_start(sweep_dir, name, taken), taken)
+                    queue.remove(name)
+                elif not gpus or not running:
+                    break
+                # with GPUs, a later, smaller run may still fit: keep scanning
+            for name, (proc, taken) in list(running.items()):
+                if proc.poll() is not None:
+                    _finished(sweep_dir, name, proc.returncode)
+                    free += taken
+                    del running[name]
+            time.sleep(POLL_S)
+    _log("scheduler done")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m harness.launcher.local_backend SWEEP_DIR RUN...", file=sys.stderr)
+        return 2
+    return run_queue(args[0], args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""Sweep specs (``configs/sweeps/*.yaml``): load, validate, expand into runs.
+
+A spec names a base run config and a grid; every grid combination times every
+seed is one run, loaded with ``harness.config.load_config(base, opts)`` at
+expansion time so that an invalid combination fails before anything is
+submitted. Spec files may share values through ``_BASE_`` like run configs.
+"""
+from __future__ import annotations
+
+import ast
+import itertools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from harness.config import (
+    BASE_KEY,
+    ConfigError,
+    device_count,
+    flatten_config,
+    get_cfg,
+    global_batch_size,
+    load_config,
+)
+from harness.launcher.profiles import ClusterProfile, ProfileError, Shape, nodes_needed, shape_for
+
+
+class SpecError(ValueError):
+    """A sweep spec problem; the message names the spec file and the key."""
+
+
+# Grid shorthands -> config keys.
+SHORTHANDS = {
+    "strategy": "DIST.STRATEGY",
+    "gpus": "DIST.GPUS",
+    "nodes": "DIST.NODES",
+    "batch_size_per_gpu": "TRAIN.BATCH_SIZE_PER_GPU",
+}
+# Grid keys that are not config keys but derive one.
+GLOBAL_BATCH = "global_batch"
+# Keys whose values the run name already spells out in fixed places.
+_NAMED_KEYS = {"DIST.STRATEGY", "DIST.GPUS", "DIST.NODES", "TRAIN.BATCH_SIZE_PER_GPU", GLOBAL_BATCH}
+SPEC_KEYS = {"name", "description", "base", "grid", "scaling", "global_batch", "repeats", "seeds",
+             "lr_scaling", "exclude", "overrides", "short_names", "timeout_min"}
+_SAFE = re.compile(r"[^A-Za-z0-9._+-]")
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+@dataclass
+class SweepSpec:
+    path: str
+    name: str
+    base: str
+    grid: dict[str, list[Any]]
+    scaling: str = "weak"
+    global_batch: list[int] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    lr_scaling: str | None = None
+    exclude: list[dict[str, list[Any]]] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    short_names: dict[str, str] = field(default_factory=dict)
+    timeout_min: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunPlan:
+    """One expanded run: how to rebuild its config and what it asks for."""
+
+    name: str
+    base: str
+    opts: list[str]
+    overrides: dict[str, Any]
+    config: dict[str, Any]
+    shape: Shape | None = None
+
+    @property
+    def strategy(self) -> str:
+        return self.config["DIST.STRATEGY"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "base": self.base, "opts": list(self.opts),
+                "overrides": self.overrides, "config": self.config,
+                "shape": self.shape.to_dict() if self.shape else None}
+
+
+def _canonical(key: str) -> str:
+    return SHORTHANDS.get(key, key)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def load_spec(path: str | os.PathLike) -> SweepSpec:
+    """Read and validate a spec file (with its ``_BASE_`` chain)."""
+    path = os.path.abspath(os.fspath(path))
+    return spec_from_dict(_read_spec_chain(path, ()), path)
+
+
+def _read_spec_chain(path: str, seen: tuple[str, ...]) -> dict[str, Any]:
+    """Like run configs' ``_BASE_``, but each file's relative ``base`` is
+    resolved against that file's own directory before merging."""
+    if path in seen:
+        raise SpecError(f"_BASE_ cycle: {' -> '.join(seen + (path,))}")
+    if not os.path.isfile(path):
+        where = f" (named as _BASE_ by {seen[-1]})" if seen else ""
+        raise SpecError(f"sweep spec not found: {path}{where}")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise SpecError(f"sweep spec {path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise SpecError(f"sweep spec {path}: top level must be a mapping")
+    if isinstance(data.get("base"), str) and not os.path.isabs(data["base"]):
+        data["base"] = os.path.normpath(os.path.join(os.path.dirname(path), data["base"]))
+    parents = data.pop(BASE_KEY, None)
+    if parents is None:
+        return data
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else list(parents):
+        parent_path = parent if os.path.isabs(parent) else os.path.join(os.path.dirname(path), parent)
+        _deep_update(merged, _read_spec_chain(os.path.normpath(parent_path), seen + (path,)))
+    _deep_update(merged, data)
+    return merged
+
+
+def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _deep_update(dst[key], value)
+        else:
+            dst[key] = value
+
+
+def spec_from_dict(raw: dict[str, Any], path: str) -> SweepSpec:
+    def fail(message: str) -> SpecError:
+        return SpecError(f"sweep spec {path}: {message}")
+
+    unknown = sorted(set(raw) - SPEC_KEYS)
+    if unknown:
+        raise fail(f"unknown key(s) {unknown}; known keys: {sorted(SPEC_KEYS)}")
+    for key in ("name", "base"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise fail(f"key '{key}' is required (a string)")
+    name = raw["name"]
+    if not _NAME_OK.match(name):
+        raise fail(f"key 'name' {name!r} must be filesystem-safe ([A-Za-z0-9._+-])")
+    base = raw["base"]
+    if not os.path.isabs(base):
+        base = os.path.normpath(os.path.join(os.path.dirname(path), base))
+    if not os.path.isfile(base):
+        raise fail(f"key 'base': run config not found: {base}")
+
+    grid_raw = raw.get("grid") or {}
+    if not isinstance(grid_raw, dict):
+        raise fail("key 'grid' must be a mapping of config key -> list of values")
+    grid: dict[str, list[Any]] = {}
+    for key, values in grid_raw.items():
+        if values is None:  # a child spec removes a parent's grid key with null
+            continue
+        if not isinstance(values, list) or not values:
+            raise fail(f"grid key '{key}' must be a non-empty list, got {values!r}")
+        canon = _canonical(key)
+        if canon in grid:
+            raise fail(f"grid key '{key}' repeats '{canon}'")
+        if len(set(map(repr, values))) != len(values):
+            raise fail(f"grid key '{key}' lists a value twice: {values}")
+        grid[canon] = values
+
+    scaling = raw.get("scaling", "weak")
+    if scaling not in ("weak", "strong"):
+        raise fail(f"key 'scaling' is {scaling!r}; choose weak or strong")
+    global_batch = _as_list(raw["global_batch"]) if raw.get("global_batch") is not None else []
+    if GLOBAL_BATCH in grid:
+        if global_batch:
+            raise fail("give 'global_batch' either at the top level or in the grid, not both")
+        global_batch = grid.pop(GLOBAL_BATCH)
+    if scaling == "strong":
+        if not global_batch:
+            raise fail("scaling 'strong' needs key 'global_batch' (the fixed global batch)")
+        if "TRAIN.BATCH_SIZE_PER_GPU" in grid:
+            raise fail("scaling 'strong' derives the per-GPU batch from 'global_batch'; "
+                       "remove 'batch_size_per_gpu' from the grid")
+        for value in global_batch:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise fail(f"key 'global_batch' must be positive integers, got {value!r}")
+    elif global_batch:
+        raise fail("key 'global_batch' only applies to scaling 'strong' (weak scaling fixes the "
+                   "per-GPU batch)")
+
+    if "seeds" in raw and "repeats" in raw:
+        raise fail("give either 'repeats' or 'seeds', not both")
+    if "seeds" in raw:
+        seeds = _as_list(raw["seeds"])
+    else:
+        repeats = raw.get("repeats", 1)
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise fail(f"key 'repeats' must be an integer >= 1, got {repeats!r}")
+        seeds = list(range(repeats))
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise fail(f"key 'seeds' must be a non-empty list of integers, got {seeds!r}")
+    if "SEED" in grid:
+        raise fail("grid key 'SEED': use 'repeats' or 'seeds' for seeds")
+
+    lr_scaling = raw.get("lr_scaling")
+    if lr_scaling is not None and lr_scaling not in ("none", "linear", "sqrt"):
+        raise fail(f"key 'lr_scaling' is {lr_scaling!r}; choose none, linear or sqrt")
+
+    overrides = raw.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise fail("key 'overrides' must be a mapping of config key -> value")
+    overrides = _flatten(overrides)
+    clash = sorted(set(overrides) & set(grid))
+    if clash:
+        raise fail(f"key(s) {clash} appear both in 'overrides' and 'grid'")
+
+    exclude: list[dict[str, list[Any]]] = []
+    for i, rule in enumerate(raw.get("exclude") or []):
+        if not isinstance(rule, dict) or not rule:
+            raise fail(f"exclude rule {i} must be a non-empty mapping of grid key -> value(s)")
+        canon_rule = {}
+        for key, value in rule.items():
+            canon = _canonical(key)
+            if canon not in grid and canon not in ("SEED", GLOBAL_BATCH):
+                raise fail(f"exclude rule {i} key '{key}' is not a grid key (grid: {sorted(grid)})")
+            canon_rule[canon] = _as_list(value)
+        exclude.append(canon_rule)
+
+    short_names = raw.get("short_names") or {}
+    if not isinstance(short_names, dict):
+        raise fail("key 'short_names' must be a mapping of config key -> short name")
+    for key, short in short_names.items():
+        if not isinstance(short, str) or not _NAME_OK.match(short):
+            raise fail(f"short_names['{key}'] must be a filesystem-safe string, got {short!r}")
+
+    timeout_min = raw.get("timeout_min")
+    if timeout_min is not None and (not isinstance(timeout_min, int) or timeout_min < 1):
+        raise fail(f"key 'timeout_min' must be an integer >= 1, got {timeout_min!r}")
+    return SweepSpec(path=path, name=name, base=base, grid=grid, scaling=scaling,
+                     global_batch=global_batch, seeds=seeds, lr_scaling=lr_scaling, exclude=exclude,
+                     overrides=overrides, short_names={_canonical(k): v for k, v in short_names.items()},
+                     timeout_min=timeout_min, raw=raw)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def opt_value(value: Any) -> str:
+    """The command-line spelling of a value that ``merge_opts`` decodes back to it."""
+    if isinstance(value, str):
+        try:
+            decoded = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+        return value if isinstance(decoded, str) else repr(value)
+    return repr(value)
+
+
+def format_value(value: Any) -> str:
+    """A value as it appears in a run name."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, (list, tuple)):
+        text = "_".join(format_value(v) for v in value)
+    else:
+        text = str(value)
+    return _SAFE.sub("_", text) or "_"
+
+
+def short_name(key: str, short_names: dict[str, str]) -> str:
+    return short_names.get(key) or key.rsplit(".", 1)[-1].lower()
+
+
+def run_name(strategy: str, gpus: int, nodes: int, batch: int, seed: int,
+             extras: list[tuple[str, Any]]) -> str:
+    """``<strategy>-g<gpus>[-n<nodes>]-b<per-GPU batch>[-<key>=<value>...]-s<seed>``."""
+    parts = [strategy, f"g{gpus}"]
+    if nodes > 1:
+        parts.append(f"n{nodes}")
+    parts.append(f"b{batch}")
+    parts.extend(f"{k}={format_value(v)}" for k, v in extras)
+    parts.append(f"s{seed}")
+    return "-".join(parts)
+
+
+def _excluded(combo: dict[str, Any], rules: list[dict[str, list[Any]]]) -> bool:
+    return any(all(combo.get(k) in values for k, values in rule.items()) for rule in rules)
+
+
+def expand_sweep(spec: SweepSpec, sweep_dir: str | os.PathLike,
+                 profile: ClusterProfile | None = None) -> list[RunPlan]:
+    """Every (grid combination, seed) not excluded, as a validated run.
+
+    With a profile, each run also gets its resource shape; a ddp run whose GPUs
+    do not fit one node gets ``DIST.NODES`` raised to the nodes it needs.
+    """
+    sweep_dir = Path(sweep_dir).resolve()
+
+    def fail(message: str) -> SpecError:
+        return SpecError(f"sweep spec {spec.path}: {message}")
+
+    try:
+        task = load_config(spec.base).TASK
+    except ConfigError as e:
+        raise fail(f"key 'base': {e}") from e
+    known = set(flatten_config(get_cfg(task)))
+    for where, keys in (("grid", spec.grid), ("overrides", spec.overrides)):
+        for key in keys:
+            if key not in known:
+                raise fail(f"{where} key '{key}' is not a config key of workload '{task}'")
+    try:
+        base_cfg = load_config(spec.base, _opts_of(spec.overrides))
+    except ConfigError as e:
+        raise fail(f"'overrides': {e}") from e
+    extra_keys = [k for k in spec.grid if k not in _NAMED_KEYS]
+    shorts = [short_name(k, spec.short_names) for k in extra_keys]
+    if len(set(shorts)) != len(shorts):
+        raise fail(f"grid keys {extra_keys} shorten to clashing names {shorts}; set 'short_names'")
+
+    axes = list(spec.grid.items())
+    if spec.global_batch:
+        axes.append((GLOBAL_BATCH, spec.global_batch))
+    plans: list[RunPlan] = []
+    seen: dict[str, dict[str, Any]] = {}
+    for values in itertools.product(*[v for _, v in axes]):
+        for seed in spec.seeds:
+            combo = dict(zip([k for k, _ in axes], values))
+            combo["SEED"] = seed
+            if _excluded(combo, spec.exclude):
+                continue
+            plan = _plan_run(spec, sweep_dir, base_cfg, combo, extra_keys, profile, fail)
+            if plan.name in seen:
+                raise fail(f"two runs get the name {plan.name!r}: {seen[plan.name]} and {combo}; "
+                           "set 'short_names' or drop a grid key")
+            seen[plan.name] = combo
+            plans.append(plan)
+    if not plans:
+        raise fail("the grid and 'exclude' leave no runs")
+    return plans
+
+
+def _opts_of(values: dict[str, Any]) -> list[str]:
+    opts: list[str] = []
+    for key, value in values.items():
+        opts += [key, opt_value(value)]
+    return opts
+
+
+def _plan_run(spec: SweepSpec, sweep_dir: Path, base_cfg: CN, combo: dict[str, Any],
+              extra_keys: list[str], profile: ClusterProfile | None, fail: Any) -> RunPlan:
+    settings: dict[str, Any] = dict(spec.overrides)
+    if spec.lr_scaling is not None:
+        settings["TRAIN.LR_SCALING"] = spec.lr_scaling
+    settings.update({k: v for k, v in combo.items() if k != GLOBAL_BATCH})
+    strategy = settings.get("DIST.STRATEGY", base_cfg.DIST.STRATEGY)
+    gpus = settings.get("DIST.GPUS", base_cfg.DIST.GPUS)
+    if GLOBAL_BATCH in combo:
+        devices = 1 if strategy == "single" else max(1, int(gpus))
+        total = combo[GLOBAL_BATCH]
+        if total % devices:
+            raise fail(f"strong scaling: global_batch {total} does not divide over {devices} GPUs "
+                       f"(strategy {strategy}); exclude that combination or change global_batch")
+        settings["TRAIN.BATCH_SIZE_PER_GPU"] = total // devices
+    batch = settings.get("TRAIN.BATCH_SIZE_PER_GPU", base_cfg.TRAIN.BATCH_SIZE_PER_GPU)
+    nodes = settings.get("DIST.NODES", base_cfg.DIST.NODES)
+    name = run_name(strategy, 1 if strategy == "single" else int(gpus), int(nodes), int(batch),
+                    combo["SEED"], [(short_name(k, spec.short_names), combo[k]) for k in extra_keys])
+    identity = {"OUTPUT_DIR": str(sweep_dir / "runs"), "RUN_NAME": name, "SWEEP": spec.name,
+                "LOG.WANDB.GROUP": spec.name}
+    cfg = _load(spec, name, {**settings, **identity}, fail)
+    if profile is not None:
+        needed = nodes_needed(cfg, profile)
+        if needed != cfg.DIST.NODES:
+            # The name keeps the grid's values; the config records the real node count.
+            settings["DIST.NODES"] = needed
+            cfg = _load(spec, name, {**settings, **identity}, fail)
+    shape = None
+    if profile is not None:
+        try:
+            shape = shape_for(cfg, profile, name, spec.timeout_min)
+        except ProfileError as e:
+            raise fail(str(e)) from e
+    overrides = dict(settings)
+    overrides["global_batch"] = global_batch_size(cfg)
+    overrides["devices"] = device_count(cfg)
+    return RunPlan(name=name, base=spec.base, opts=_opts_of({**settings, **identity}),
+                   overrides=overrides, config=flatten_config(cfg), shape=shape)
+
+
+def _load(spec: SweepSpec, name: str, settings: dict[str, Any], fail: Any) -> CN:
+    try:
+        return load_config(spec.base, _opts_of(settings))
+    except ConfigError as e:
+        raise fail(f"run {name}: {e}") from e
