@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -123,7 +124,7 @@ class FERTask(Task):
             return None
         return sample_weights(train_dataset.labels).double()
 
-    def build_evaluator(self, val_dataset: Dataset) -> Evaluator:
+    def build_evaluator(self, val_dataset: Dataset, output_dir: Path | None = None) -> Evaluator:
         return FEREvaluator(self.cfg.MODEL.NUM_CLASSES)
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:

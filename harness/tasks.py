@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -88,7 +89,8 @@ class Task(ABC):
         """(train, val). Items are dicts with at least "input" and "index"."""
 
     @abstractmethod
-    def build_evaluator(self, val_dataset: Dataset) -> Evaluator: ...
+    def build_evaluator(self, val_dataset: Dataset, output_dir: Path | None = None) -> Evaluator:
+        """``output_dir``: where the evaluator may keep result files (in the run directory)."""
 
     def train_sample_weights(self, train_dataset: Dataset) -> torch.Tensor | None:
         """Per-sample weights for a weighted sampler, or None for uniform."""

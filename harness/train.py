@@ -40,7 +40,8 @@ def check_world(cfg: CN, world: WorldInfo) -> None:
 
 
 def _set_cpu_threads(world: WorldInfo) -> None:
-    if not torch.cuda.is_available():
+    """Split the cores among this node's processes, unless OMP_NUM_THREADS says otherwise."""
+    if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(max(1, cores // max(1, world.local_world_size)))
 

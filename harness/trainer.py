@@ -85,7 +85,7 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ValueError(f"the training set ({len(train_set)} samples) is smaller than one global batch "
                              f"({self.global_batch}); lower TRAIN.BATCH_SIZE_PER_GPU or DIST.GPUS")
-        self.evaluator = task.build_evaluator(val_set)
+        self.evaluator = task.build_evaluator(val_set, output_dir=run_dir / "results")
 
         torch.manual_seed(cfg.SEED)  # identical initial weights on every rank
         self.raw_model = task.build_model()

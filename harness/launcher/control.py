@@ -153,15 +153,15 @@ def submit_runs(sweep_dir: Path, names: list[str], backend: str, profile: Cluste
     if backend == "slurm":
         assert profile is not None
         chunks = slurm_backend.group_arrays([manifest["runs"][n] for n in names], profile)
-        records = slurm_backend.submit_chunks(sweep_dir, chunks, profile, manifest["name"])
-        with updating(sweep_dir) as current:
-            for record in records:
+        # Recorded array by array: if a later sbatch fails, the earlier jobs are known,
+        # and the runs left without a job read `pending` for `resubmit --only unfinished`.
+        for record in slurm_backend.submit_chunks(sweep_dir, chunks, profile, manifest["name"]):
+            with updating(sweep_dir) as current:
                 for name, job_id, index in record["runs"]:
                     record_submission(current, name, "slurm", job_id, record["array_job_id"], index)
                 current["arrays"].append({**record, "runs": [r[0] for r in record["runs"]]})
-            current["sbatch_calls"] = current.get("sbatch_calls", 0) + slurm_backend.sbatch_calls(records)
-            current["backend"], current["cluster"] = "slurm", profile.to_dict()
-        for record in records:
+                current["sbatch_calls"] = current.get("sbatch_calls", 0) + 1
+                current["backend"], current["cluster"] = "slurm", profile.to_dict()
             print(f"submitted array {record['array_job_id']} ({len(record['runs'])} runs)", file=out)
         return
     with updating(sweep_dir) as current:  # the scheduler reads its job id under this lock

@@ -65,12 +65,14 @@ def _log(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", flush=True)
 
 
-def _still_ours(sweep_dir: Path, name: str, job_id: str) -> bool:
-    """A run is skipped when it was cancelled or resubmitted since it was queued."""
+def _current_jobs(sweep_dir: Path) -> dict[str, str | None]:
     with locked(sweep_dir):  # the submitter records our job id under this lock
-        run = read_manifest(sweep_dir)["runs"].get(name)
-    return bool(run) and run.get("job_id") == job_id and read_status(run_dir(sweep_dir, name)).get(
-        "state") != "cancelled"
+        return {name: run.get("job_id") for name, run in read_manifest(sweep_dir)["runs"].items()}
+
+
+def _still_ours(sweep_dir: Path, name: str, job_id: str, jobs: dict[str, str | None]) -> bool:
+    """A run is skipped when it was cancelled or resubmitted since it was queued."""
+    return jobs.get(name) == job_id and read_status(run_dir(sweep_dir, name)).get("state") != "cancelled"
 
 
 def _start(sweep_dir: Path, name: str, gpus: list[str]) -> subprocess.Popen:
@@ -117,8 +119,9 @@ def run_queue(sweep_dir: str | Path, names: Sequence[str]) -> int:
         free = list(gpus)
         running: dict[str, tuple[subprocess.Popen, list[str]]] = {}
         while queue or running:
+            jobs = _current_jobs(sweep_dir) if queue else {}
             for name in list(queue):
-                if not _still_ours(sweep_dir, name, my_job_id):
+                if not _still_ours(sweep_dir, name, my_job_id, jobs):
                     queue.remove(name)
                     _log(f"skipped {name} (cancelled or resubmitted)")
                     continue

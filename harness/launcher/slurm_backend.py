@@ -10,12 +10,14 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.launcher.job import SweepRun
 from harness.launcher.profiles import ClusterProfile, Shape
+from harness.launcher.scheduler import SchedulerError
 
 
 @dataclass
@@ -89,32 +91,32 @@ def render_sbatch(sweep_dir: str | Path, chunk: ArrayChunk, profile: ClusterProf
 
 
 def submit_chunks(sweep_dir: str | Path, chunks: list[ArrayChunk], profile: ClusterProfile,
-                  job_name: str) -> list[dict[str, Any]]:
-    """Submit each chunk with one ``submit_array``; returns one record per chunk:
-    ``{"array_job_id", "shape", "runs": [(name, job_id, index)], "submitted_at"}``."""
+                  job_name: str) -> Iterator[dict[str, Any]]:
+    """Submit each chunk with one ``submit_array``; yields one record per chunk as
+    soon as it is submitted: ``{"array_job_id", "shape", "runs": [(name, job_id,
+    index)], "submitted_at"}``. A failed sbatch raises SchedulerError."""
     import submitit
+    from submitit.core.utils import FailedJobError
 
-    records = []
-    for chunk in chunks:
-        executor = submitit.SlurmExecutor(folder=job_folder(sweep_dir),
-                                          max_num_timeout=profile.max_num_timeout,
-                                          python=profile.python or None)
-        executor.update_parameters(**executor_parameters(chunk.shape, profile, job_name))
+    for number, chunk in enumerate(chunks):
         callables = [SweepRun(str(Path(sweep_dir).resolve()), run["name"], run["base"], run["opts"])
                      for run in chunk.runs]
-        jobs = executor.submit_array(callables)
+        try:
+            # The constructor fails where srun is missing: not a Slurm machine.
+            executor = submitit.SlurmExecutor(folder=job_folder(sweep_dir),
+                                              max_num_timeout=profile.max_num_timeout,
+                                              python=profile.python or None)
+            executor.update_parameters(**executor_parameters(chunk.shape, profile, job_name))
+            jobs = executor.submit_array(callables)
+        except (FailedJobError, RuntimeError, OSError) as e:
+            raise SchedulerError(f"sbatch failed for array {number} ({len(callables)} runs, "
+                                 f"{chunk.shape.label()}): {str(e).strip()[:2000]}") from e
         array_job_id = jobs[0].job_id.split("_")[0]
         is_array = len(jobs) > 1
-        records.append({
+        yield {
             "array_job_id": array_job_id,
             "shape": chunk.shape.to_dict(),
             "runs": [(run["name"], job.job_id, i if is_array else None)
                      for i, (run, job) in enumerate(zip(chunk.runs, jobs))],
             "submitted_at": time.time(),
-        })
-    return records
-
-
-def sbatch_calls(records: list[dict[str, Any]]) -> int:
-    """One sbatch per submitted chunk (distinct array job ids)."""
-    return len({r["array_job_id"] for r in records})
+        }
