@@ -77,6 +77,10 @@ def build_fer_model(cfg: CN) -> nn.Module:
                           f"{', '.join(sorted(EFFICIENTNETS) + ['tiny_cnn'])}")
     model = EFFICIENTNETS[m.NAME](weights=None, num_classes=m.NUM_CLASSES, dropout=m.DROPOUT,
                                   stochastic_depth_prob=m.STOCHASTIC_DEPTH)
+    # A zero head starts at loss ln(7): torchvision's uniform init starts near 4 and stalls
+    # short from-scratch runs for epochs.
+    nn.init.zeros_(model.classifier[-1].weight)
+    nn.init.zeros_(model.classifier[-1].bias)
     if m.IN_CHANNELS != 3:
         _grayscale_stem(model, m.IN_CHANNELS)
     if m.PRETRAINED:

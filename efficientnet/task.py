@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from yacs.config import CfgNode as CN
 
-from efficientnet.data import CLASS_NAMES, FORMATS, FERDataset, class_weights, load_fer_split, sample_weights
+from efficientnet.data import CLASS_NAMES, FORMATS, FERDataset, class_weights, load_fer_splits, sample_weights
 from efficientnet.metrics import FEREvaluator
 from efficientnet.model import build_fer_model
 from efficientnet.transforms import FERAugment
@@ -100,23 +100,16 @@ class FERTask(Task):
     def build_model(self) -> nn.Module:
         return build_fer_model(self.cfg)
 
-    def _augment(self) -> FERAugment:
-        a = self.cfg.DATASET.AUG
-        return FERAugment(crop_padding=a.CROP_PADDING, hflip=a.HFLIP, rotation_deg=a.ROTATION,
-                          scale=tuple(a.SCALE), random_erasing=a.RANDOM_ERASING,
-                          image_size=self.cfg.DATASET.IMAGE_SIZE)
-
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         d = self.cfg.DATASET
         if not d.ROOT:
             raise ConfigError("DATASET.ROOT is empty: point it at fer2013.csv, a torchvision root or a "
                               "folder set (or make one with `harness data synth-fer`)")
-        root = os.path.expanduser(d.ROOT)
-        train = load_fer_split(root, d.TRAIN_SPLIT, d.FORMAT)
-        val = load_fer_split(root, d.VAL_SPLIT, d.FORMAT)
+        splits = load_fer_splits(os.path.expanduser(d.ROOT), [d.TRAIN_SPLIT, d.VAL_SPLIT], d.FORMAT)
+        train, val = splits[d.TRAIN_SPLIT], splits[d.VAL_SPLIT]
         if self.cfg.TRAIN.CLASS_WEIGHTING == "loss":
             self._loss_weights = class_weights(train.labels)
-        aug = self._augment()
+        aug = FERAugment.from_config(d.AUG, d.IMAGE_SIZE)
         return (FERDataset(train, True, aug, self.cfg.SEED), FERDataset(val, False, aug, self.cfg.SEED))
 
     def train_sample_weights(self, train_dataset: Dataset) -> torch.Tensor | None:
