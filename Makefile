@@ -19,7 +19,7 @@ $(STAMP): setup.py
 
 ## demo: synthetic FER -> a local sweep (single + DDP with 2 gloo processes) -> report with plots
 demo: venv
-	$(HARNESS) data synth-fer data/synth_fer --n 1200 --format csv --seed 0
+	test -f data/synth_fer/fer2013.csv || $(HARNESS) data synth-fer data/synth_fer --n 1200 --format csv --seed 0
 	$(HARNESS) sweep configs/sweeps/fer_demo.yaml --backend local --root $(DEMO_DIR) --wait
 	$(HARNESS) status $(DEMO_DIR)/fer_demo
 	$(HARNESS) analyze $(DEMO_DIR)/fer_demo --out $(DEMO_DIR)/fer_demo/report
@@ -36,7 +36,7 @@ lint: venv
 
 ## slurm-demo: the synthetic FER sweep through a real single-host Slurm cluster
 slurm-demo: venv
-	$(HARNESS) data synth-fer data/synth_fer --n 1200 --format csv --seed 0
+	test -f data/synth_fer/fer2013.csv || $(HARNESS) data synth-fer data/synth_fer --n 1200 --format csv --seed 0
 	bash slurm/local-cluster.sh up
 	$(HARNESS) sweep configs/sweeps/fer_synthetic_slurm.yaml --backend slurm --cluster local --root runs/slurm-demo --wait
 	$(HARNESS) status runs/slurm-demo/fer_synthetic_slurm
@@ -49,4 +49,5 @@ slurm-down:
 
 bench: venv
 	$(PY) benchmarks/bench_fer_transforms.py
-	$(PY) benchmarks/bench_analysis_load.py
+	$(PY) -m benchmarks.bench_analysis_load
+	$(PY) benchmarks/bench_fer_scaling.py

@@ -1,8 +1,10 @@
 """The launcher: sweep specs -> runs -> jobs on Slurm (submitit) or this machine.
 
-Modules: ``spec`` (load, validate, expand), ``profiles`` (cluster profiles and
-resource shapes), ``manifest`` (the sweep directory's manifest.json),
-``slurm_backend`` / ``local_backend`` (submission), ``job`` (the checkpointable
-submitit callable), ``status`` (run states from status.json + sacct/squeue),
-``control`` (resubmit, cancel) and ``cli`` (``harness sweep|status|resubmit|cancel``).
+Modules: ``spec`` (load, validate, expand) and ``naming`` (run names),
+``profiles`` (cluster profiles and resource shapes), ``manifest`` (the sweep
+directory's manifest.json), ``slurm_backend`` / ``local_backend`` (submission;
+``run_one`` is the local per-run entry), ``job`` (the checkpointable submitit
+callable), ``scheduler`` (sacct/squeue/pids), ``status`` (run states),
+``control`` (sweep, resubmit, cancel, wait) and ``cli`` (``harness sweep |
+status | resubmit | cancel``). See docs/launcher.md.
 """

@@ -58,6 +58,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     while True:
         rows, source = sweep_status(args.sweep_dir, args.lost_after)
+        if source.startswith("unavailable"):
+            print(f"harness status: warning: scheduler {source}; states come from status.json only",
+                  file=sys.stderr)
         if args.json:
             print(status_json(rows, source, args.sweep_dir), flush=True)
         else:

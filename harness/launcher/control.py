@@ -159,6 +159,7 @@ def submit_runs(sweep_dir: Path, names: list[str], backend: str, profile: Cluste
             with updating(sweep_dir) as current:
                 for name, job_id, index in record["runs"]:
                     record_submission(current, name, "slurm", job_id, record["array_job_id"], index)
+                    _link_job_logs(sweep_dir, name, job_id)
                 current["arrays"].append({**record, "runs": [r[0] for r in record["runs"]]})
                 current["sbatch_calls"] = current.get("sbatch_calls", 0) + 1
                 current["backend"], current["cluster"] = "slurm", profile.to_dict()
@@ -170,6 +171,15 @@ def submit_runs(sweep_dir: Path, names: list[str], backend: str, profile: Cluste
             record_submission(current, name, "local", local_backend.queue_job_id(pid))
         current["backend"] = "local"
     print(f"local scheduler pid {pid}: {len(names)} runs; logs in {sweep_dir}/runs/<run>/train.log", file=out)
+
+
+def _link_job_logs(sweep_dir: Path, name: str, job_id: str) -> None:
+    """``runs/<run>/slurm-logs`` -> submitit's folder of the run's current job, where
+    every task's stdout and stderr go (``<job>_<task>_log.out/.err``)."""
+    link = run_dir(sweep_dir, name) / "slurm-logs"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(Path("..") / ".." / "slurm" / job_id)
 
 
 def select_runs(rows: list[RunState], only: str, names: list[str]) -> list[str]:

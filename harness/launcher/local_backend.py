@@ -105,6 +105,23 @@ def _finished(sweep_dir: Path, name: str, returncode: int) -> None:
                      traceback="\n".join(lines[-40:]))
 
 
+def plan_starts(needs: list[tuple[str, int]], free: list[str], gpu_mode: bool,
+                any_running: bool) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """Which queued runs start now, on which GPUs; and the GPUs left free.
+
+    GPU mode: in queue order, every run whose GPU count fits the free GPUs gets a
+    disjoint set of them (a smaller run may pass a larger one that must wait).
+    CPU mode: one run at a time, in queue order."""
+    if not gpu_mode:
+        return ([(needs[0][0], [])] if needs and not any_running else []), free
+    starts = []
+    for name, need in needs:
+        if need <= len(free):
+            starts.append((name, free[:need]))
+            free = free[need:]
+    return starts, free
+
+
 def run_queue(sweep_dir: str | Path, names: Sequence[str]) -> int:
     """Run ``names`` to the end (blocking); the body of the detached scheduler."""
     sweep_dir = Path(sweep_dir).resolve()
@@ -124,20 +141,15 @@ def run_queue(sweep_dir: str | Path, names: Sequence[str]) -> int:
                 if not _still_ours(sweep_dir, name, my_job_id, jobs):
                     queue.remove(name)
                     _log(f"skipped {name} (cancelled or resubmitted)")
-                    continue
-                need = gpus_needed(runs[name]) if gpus else 0
-                if gpus and need > len(gpus):
+                elif gpus and gpus_needed(runs[name]) > len(gpus):
                     queue.remove(name)
                     write_status(run_dir(sweep_dir, name), state="failed",
-                                 error=f"needs {need} GPUs; this machine has {len(gpus)}")
-                    continue
-                if (gpus and need <= len(free)) or (not gpus and not running):
-                    taken, free = free[:need], free[need:]
-                    running[name] = (_start(sweep_dir, name, taken), taken)
-                    queue.remove(name)
-                elif not gpus or not running:
-                    break
-                # with GPUs, a later, smaller run may still fit: keep scanning
+                                 error=f"needs {gpus_needed(runs[name])} GPUs; this machine has {len(gpus)}")
+            needs = [(name, gpus_needed(runs[name]) if gpus else 0) for name in queue]
+            starts, free = plan_starts(needs, free, bool(gpus), bool(running))
+            for name, taken in starts:
+                running[name] = (_start(sweep_dir, name, taken), taken)
+                queue.remove(name)
             for name, (proc, taken) in list(running.items()):
                 if proc.poll() is not None:
                     _finished(sweep_dir, name, proc.returncode)

@@ -111,7 +111,3 @@ def record_submission(manifest: dict[str, Any], name: str, backend: str, job_id:
     run.update(backend=backend, job_id=job_id, array_job_id=array_job_id, array_index=array_index,
                submitted_at=entry["submitted_at"])
     return entry
-
-
-def current_job(run: dict[str, Any]) -> str | None:
-    return run.get("job_id") or None

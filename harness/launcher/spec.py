@@ -7,7 +7,6 @@ submitted. Spec files may share values through ``_BASE_`` like run configs.
 """
 from __future__ import annotations
 
-import ast
 import itertools
 import os
 import re
@@ -27,6 +26,7 @@ from harness.config import (
     global_batch_size,
     load_config,
 )
+from harness.launcher.naming import opt_value, run_name, short_name
 from harness.launcher.profiles import ClusterProfile, ProfileError, Shape, nodes_needed, shape_for
 
 
@@ -47,7 +47,6 @@ GLOBAL_BATCH = "global_batch"
 _NAMED_KEYS = {"DIST.STRATEGY", "DIST.GPUS", "DIST.NODES", "TRAIN.BATCH_SIZE_PER_GPU", GLOBAL_BATCH}
 SPEC_KEYS = {"name", "description", "base", "grid", "scaling", "global_batch", "repeats", "seeds",
              "lr_scaling", "exclude", "overrides", "short_names", "timeout_min"}
-_SAFE = re.compile(r"[^A-Za-z0-9._+-]")
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -257,46 +256,6 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def opt_value(value: Any) -> str:
-    """The command-line spelling of a value that ``merge_opts`` decodes back to it."""
-    if isinstance(value, str):
-        try:
-            decoded = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            return value
-        return value if isinstance(decoded, str) else repr(value)
-    return repr(value)
-
-
-def format_value(value: Any) -> str:
-    """A value as it appears in a run name."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, float):
-        text = f"{value:g}"
-    elif isinstance(value, (list, tuple)):
-        text = "_".join(format_value(v) for v in value)
-    else:
-        text = str(value)
-    return _SAFE.sub("_", text) or "_"
-
-
-def short_name(key: str, short_names: dict[str, str]) -> str:
-    return short_names.get(key) or key.rsplit(".", 1)[-1].lower()
-
-
-def run_name(strategy: str, gpus: int, nodes: int, batch: int, seed: int,
-             extras: list[tuple[str, Any]]) -> str:
-    """``<strategy>-g<gpus>[-n<nodes>]-b<per-GPU batch>[-<key>=<value>...]-s<seed>``."""
-    parts = [strategy, f"g{gpus}"]
-    if nodes > 1:
-        parts.append(f"n{nodes}")
-    parts.append(f"b{batch}")
-    parts.extend(f"{k}={format_value(v)}" for k, v in extras)
-    parts.append(f"s{seed}")
-    return "-".join(parts)
 
 
 def _excluded(combo: dict[str, Any], rules: list[dict[str, list[Any]]]) -> bool:

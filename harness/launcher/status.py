@@ -136,11 +136,11 @@ def sweep_status(sweep_dir: str | Path, lost_after_s: float = DEFAULT_LOST_AFTER
                        best=status.get("best"), requeues=int(status.get("requeues") or 0),
                        error=error or (status.get("error") or "" if state == "failed" else ""))
         started = status.get("started_at")
-        if started is not None and status.get("state") not in (None, "pending"):
+        if job is not None and job.elapsed_s is not None:
+            row.elapsed_s = job.elapsed_s  # the scheduler's: the current job, start-up included
+        elif started is not None and status.get("state") not in (None, "pending"):
             end = now if state == "running" else float(status.get("heartbeat") or now)
             row.elapsed_s = max(0.0, end - float(started))
-        elif job is not None and job.elapsed_s is not None:
-            row.elapsed_s = job.elapsed_s
         row.detail = _detail(row, status, now)
         rows.append(row)
     return rows, source
