@@ -167,19 +167,28 @@ def read_yaml_chain(path: str | os.PathLike) -> dict:
     return _read_yaml_chain(os.path.abspath(os.fspath(path)), ())
 
 
-def _read_yaml_chain(path: str, seen: tuple[str, ...]) -> dict:
+def read_yaml_mapping(path: str | os.PathLike, error: type[Exception] = ValueError,
+                      what: str = "config file", seen: tuple[str, ...] = ()) -> dict:
+    """A YAML file whose top level is a mapping; any problem raises ``error``
+    naming the file (and the file whose ``_BASE_`` named it, if ``seen``)."""
+    path = os.fspath(path)
     if path in seen:
-        raise ConfigError(f"_BASE_ cycle: {' -> '.join(seen + (path,))}")
+        raise error(f"_BASE_ cycle: {' -> '.join(seen + (path,))}")
     if not os.path.isfile(path):
         where = f" (named as _BASE_ by {seen[-1]})" if seen else ""
-        raise ConfigError(f"config file not found: {path}{where}")
+        raise error(f"{what} not found: {path}{where}")
     with open(path) as f:
         try:
             data = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from e
+            raise error(f"{what} {path}: invalid YAML: {e}") from e
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        raise error(f"{what} {path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _read_yaml_chain(path: str, seen: tuple[str, ...]) -> dict:
+    data = read_yaml_mapping(path, ConfigError, "config file", seen)
     bases = data.pop(BASE_KEY, None)
     if bases is None:
         return data

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from yacs.config import CfgNode as CN
 
 import harness
+from harness.config import read_yaml_mapping
 
 
 class ProfileError(ValueError):
@@ -111,13 +111,7 @@ def load_profile(name_or_path: str | os.PathLike) -> ClusterProfile:
         available = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
         raise ProfileError(f"cluster profile {text!r} not found (looked for {path}); "
                            f"available: {', '.join(available) or 'none'}")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ProfileError(f"{path}: invalid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ProfileError(f"{path}: top level must be a mapping")
+    data = read_yaml_mapping(path, ProfileError, "cluster profile")
     return profile_from_dict(data, str(path), name=path.stem)
 
 

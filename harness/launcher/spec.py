@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from yacs.config import CfgNode as CN
 
 from harness.config import (
@@ -25,6 +24,7 @@ from harness.config import (
     get_cfg,
     global_batch_size,
     load_config,
+    read_yaml_mapping,
 )
 from harness.launcher.naming import opt_value, run_name, short_name
 from harness.launcher.profiles import ClusterProfile, ProfileError, Shape, nodes_needed, shape_for
@@ -105,18 +105,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
 def _read_spec_chain(path: str, seen: tuple[str, ...]) -> dict[str, Any]:
     """Like run configs' ``_BASE_``, but each file's relative ``base`` is
     resolved against that file's own directory before merging."""
-    if path in seen:
-        raise SpecError(f"_BASE_ cycle: {' -> '.join(seen + (path,))}")
-    if not os.path.isfile(path):
-        where = f" (named as _BASE_ by {seen[-1]})" if seen else ""
-        raise SpecError(f"sweep spec not found: {path}{where}")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise SpecError(f"sweep spec {path}: invalid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise SpecError(f"sweep spec {path}: top level must be a mapping")
+    data = read_yaml_mapping(path, SpecError, "sweep spec", seen)
     if isinstance(data.get("base"), str) and not os.path.isabs(data["base"]):
         data["base"] = os.path.normpath(os.path.join(os.path.dirname(path), data["base"]))
     parents = data.pop(BASE_KEY, None)
