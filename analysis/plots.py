@@ -179,9 +179,11 @@ def convergence_plot(curves: pd.DataFrame, out_dir: Path, formats: Sequence[str]
                                               if (table["kind"] == "val").any() else None)]
         metrics = [(k, m) for k, m in metrics if m]
         fig, grid = plt.subplots(len(metrics), 3, figsize=(15, 4.2 * len(metrics)), squeeze=False)
-        # Colour tells GPU count and batch apart; the line style tells the strategy.
-        shape = table["gpus"].astype(str) + "x" + table["batch_size_per_gpu"].astype(str)
-        colors = _colors(shape)
+        # Colour tells configurations apart (GPUs, batch, varying keys); the line style tells
+        # the strategy, so DP and DDP of one configuration share a colour.
+        def colour_key(row: pd.Series) -> str:
+            return str(row["config"]).removeprefix(f"{row['strategy']} ")
+        colors = _colors(table.apply(colour_key, axis=1))
         for r, (kind, metric) in enumerate(metrics):
             part = table[(table["kind"] == kind) & (table["metric"] == metric)].copy()
             if kind == "val":  # a val record of epoch e is taken after e + 1 completed epochs
@@ -191,7 +193,7 @@ def convergence_plot(curves: pd.DataFrame, out_dir: Path, formats: Sequence[str]
                 for config, curve in part.groupby("config", sort=False):
                     curve = curve.sort_values(axis)
                     first = curve.iloc[0]
-                    color = colors[f"{first['gpus']}x{first['batch_size_per_gpu']}"]
+                    color = colors[colour_key(first)]
                     ax.plot(curve[axis], curve["median"], color=color,
                             linestyle=STYLE.get(first["strategy"], "-"),
                             marker="o" if kind == "val" else None, markersize=3, label=config)

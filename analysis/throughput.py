@@ -69,6 +69,8 @@ def varying_config_keys(runs: pd.DataFrame, extra: Sequence[str] = ()) -> list[s
     for key in candidates:
         if key in MAPPED_KEYS or key.startswith(IGNORED_PREFIXES) or key not in runs:
             continue
+        if key == "MODEL.NAME" and "model" in keys:
+            continue  # run.json's ``model`` is MODEL.NAME
         if (hashable(runs[key]).groupby(workload).nunique(dropna=False) > 1).any():
             keys.append(key)
     for key in extra:

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import yaml
 
 from harness.launcher.control import cancel, launch_sweep, resubmit, wait_for_sweep
@@ -17,7 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 RUNS = ("ddp-g1-b16-s0", "ddp-g1-b32-s0", "ddp-g2-b16-s0", "ddp-g2-b32-s0")
 
 
-def test_local_sweep_completes_detached(tmp_path: Path, fer_csv_root: str) -> None:
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory: pytest.TempPathFactory, fer_csv_root: str) -> Path:
+    """The small synthetic sweep run by the local backend (with a cancel and a resubmit)."""
+    tmp_path = tmp_path_factory.mktemp("local")
     spec = tmp_path / "local_sweep.yaml"
     spec.write_text(yaml.safe_dump({
         "_BASE_": str(REPO / "configs" / "sweeps" / "fer_synthetic.yaml"), "name": "local_sweep",
@@ -45,6 +49,42 @@ def test_local_sweep_completes_detached(tmp_path: Path, fer_csv_root: str) -> No
         assert run["job_id"].startswith("local:"), run["job_id"]
         assert f"run {name} completed" in (sweep_dir / "runs" / name / "train.log").read_text()
     assert json.loads((sweep_dir / "runs" / "ddp-g2-b16-s0" / "run.json").read_text())["world_size"] == 2
+    return sweep_dir
+
+
+def test_local_sweep_completes_detached(local_sweep: Path) -> None:
+    rows = {r.name: r.state for r in wait_for_sweep(local_sweep, poll_s=1, timeout_s=10)}
+    assert rows == dict.fromkeys(RUNS, "completed")
+
+
+def test_report_from_the_real_sweep(local_sweep: Path, tmp_path: Path) -> None:
+    """issue 5: the report and every plot come from a real small sweep and open as images."""
+    import csv
+    import xml.etree.ElementTree as ET
+
+    from PIL import Image
+
+    from analysis.report import build_report
+
+    result = build_report([str(local_sweep)], tmp_path / "report", target_fraction=0.9)
+    text = result.report.read_text()
+    assert "## Scaling" in text or "Scaling" in text
+    with open(result.csvs["scaling"]) as f:
+        rows = list(csv.DictReader(f))
+    by_gpus = {(r["gpus"], r["batch_size_per_gpu"]): r for r in rows}
+    assert set(by_gpus) == {("1", "16"), ("2", "16"), ("1", "32"), ("2", "32")}
+    assert all(r["scaling"] == "weak" and r["strategy"] == "ddp" for r in rows)
+    assert float(by_gpus[("1", "16")]["efficiency"]) == 1.0
+    assert float(by_gpus[("2", "32")]["throughput_median"]) > 0
+    files = result.plot_files()
+    assert any(str(p).endswith(".png") for p in files) and any(str(p).endswith(".svg") for p in files)
+    for path in files:
+        if str(path).endswith(".png"):
+            with Image.open(path) as image:
+                image.verify()
+            assert Path(path).name in text  # embedded in report.md
+        else:
+            ET.parse(path)
 
 
 def test_gpu_packing_gives_disjoint_free_gpus_in_queue_order() -> None:
