@@ -138,7 +138,9 @@ EPOCH_KEYS = {"epoch/loss": "train/loss", "epoch/lr": "train/lr", "epoch/epoch_s
 
 def _records(rows: list[dict], flat: dict[str, Any]) -> list[dict]:
     """W&B history rows as metrics.jsonl records. Rows that carry ``kind`` are taken
-    as they are; the harness's W&B view (train rows with ``trainer/step``, epoch rows
+    as they are, and so are rows with the harness's ``trainer/kind``, ``trainer/step``,
+    ``trainer/samples``, ``trainer/time`` and ``trainer/steady``; older views (train rows
+    with ``trainer/step``, epoch rows
     with ``epoch/*``, val rows with ``val/*``) is mapped back, epoch and val rows
     taking step and samples from the train row before them, and ``steady`` inferred
     from ``LOG.WARMUP_STEPS`` when not logged."""
@@ -148,7 +150,7 @@ def _records(rows: list[dict], flat: dict[str, Any]) -> list[dict]:
     out = []
     for row in sorted(rows, key=lambda r: r.get("_step") or 0):
         record = {k: v for k, v in row.items() if v is not None}
-        kind = record.get("kind")
+        kind = record.get("kind") or record.get("trainer/kind")
         if kind not in ("train", "epoch", "val"):
             if "time/epoch_s" in record or any(k.startswith("epoch/") for k in record):
                 kind = "epoch"
@@ -159,7 +161,8 @@ def _records(rows: list[dict], flat: dict[str, Any]) -> list[dict]:
             else:
                 continue
         record["kind"] = kind
-        for logged, key in (("trainer/step", "step"), ("trainer/samples", "samples"), ("_runtime", "time")):
+        for logged, key in (("trainer/step", "step"), ("trainer/samples", "samples"),
+                            ("trainer/time", "time"), ("_runtime", "time"), ("trainer/steady", "steady")):
             if logged in record:
                 record.setdefault(key, record[logged])
         if kind == "epoch":
