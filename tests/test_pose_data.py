@@ -145,7 +145,9 @@ def test_flip_half_body_and_rotation_keep_keypoints_on_their_labels(synth_root: 
         # A joint far off the 24x32 heatmap (its gaussian misses it) has weight 0.
         weight = item["target_weight"].numpy()[:, 0]
         hm = joints[:, :2] / 4
-        off_map = (hm[:, 0] < -6) | (hm[:, 0] > 30) | (hm[:, 1] < -6) | (hm[:, 1] > 38)  # sigma 1: 3 px reach
+        reach = 3 * dataset.sigma + 3  # the gaussian's 3-sigma window, plus slack
+        off_map = ((hm[:, 0] < -reach) | (hm[:, 0] > 24 + reach)
+                   | (hm[:, 1] < -reach) | (hm[:, 1] > 32 + reach))
         assert np.all(weight[off_map | (joints[:, 2] == 0)] == 0)
     assert flips > len(dataset) // 4
     assert (half_crops > len(dataset) // 4) == (half_body > 0)
