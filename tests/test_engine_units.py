@@ -156,3 +156,14 @@ def test_atomic_json_and_status_merge(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(ValueError, match="unknown run state"):
         write_status(tmp_path, state="exploded")
+
+
+def test_compiled_model_trains_and_checkpoints_plain_weights(fer_csv_root: str, tmp_path: Path) -> None:
+    from harness.launch import launch
+    from tests.spine_helpers import fast_opts, model_state
+
+    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="compiled", TRAIN__COMPILE=True,
+                                           TRAIN__EPOCHS=1, TRAIN__MAX_STEPS_PER_EPOCH=2))
+    assert launch(cfg) == "completed"
+    # The checkpoint holds the bare module's names, loadable without torch.compile.
+    assert not any(k.startswith("_orig_mod") for k in model_state(tmp_path / "compiled"))
