@@ -16,14 +16,19 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
 TEMPLATE_DIR="$SCRIPT_DIR/templates"
 
+MAX_STATE_DIR_CHARS=60
 STATE_DIR="${SLURM_LOCAL_STATE:-$REPO_DIR/.slurm-local}"
+# A checkout deep in the filesystem would make Slurm's socket paths too long:
+# its default state then lives under /tmp, named after the checkout.
+if [[ -z "${SLURM_LOCAL_STATE:-}" && ${#STATE_DIR} -gt $MAX_STATE_DIR_CHARS ]]; then
+    STATE_DIR="/tmp/slurm-local-$(printf '%s' "$REPO_DIR" | md5sum | cut -c1-8)"
+fi
 NODES=1
 KEEP=0
 TIMEOUT_S="${SLURM_LOCAL_TIMEOUT:-60}"
 GRACE_S="${SLURM_LOCAL_GRACE:-10}"
 # shellcheck disable=SC2034  # used by render, like every @KEY@ of the templates
 CRED_EXPIRE_S="${SLURM_LOCAL_CRED_EXPIRE:-10}"
-MAX_STATE_DIR_CHARS=60
 CLUSTER_NAME=local
 PARTITION=debug
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)

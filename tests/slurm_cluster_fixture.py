@@ -17,6 +17,7 @@ reason; with `CI=true` they fail instead, because CI has to exercise Slurm.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import subprocess
 import tempfile
@@ -64,7 +65,14 @@ class LocalSlurmCluster:
 
 
 def default_state_dir() -> Path:
-    return Path(os.environ.get("SLURM_LOCAL_STATE") or REPO_DIR / ".slurm-local")
+    """The script's default: ``<repo>/.slurm-local``, or ``/tmp/slurm-local-<hash>``
+    when that path is too long for Slurm's Unix sockets."""
+    if os.environ.get("SLURM_LOCAL_STATE"):
+        return Path(os.environ["SLURM_LOCAL_STATE"])
+    local = REPO_DIR / ".slurm-local"
+    if len(str(local)) <= 60:
+        return local
+    return Path("/tmp") / f"slurm-local-{hashlib.md5(str(REPO_DIR).encode()).hexdigest()[:8]}"
 
 
 def read_cluster_env(state_dir: Path) -> dict[str, str]:
