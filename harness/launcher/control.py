@@ -200,6 +200,17 @@ def select_runs(rows: list[RunState], only: str, names: list[str]) -> list[str]:
     return chosen
 
 
+def _sweep_rows(sweep_dir: str | Path, names: list[str] | None) -> tuple[Path, dict[str, Any], list[Any]]:
+    """The sweep's manifest and status rows; naming a run the sweep lacks is an error."""
+    sweep_dir = Path(sweep_dir).resolve()
+    manifest = read_manifest(sweep_dir)
+    unknown = sorted(set(names or []) - set(manifest["runs"]))
+    if unknown:
+        raise ManifestError(f"no run(s) {unknown} in {sweep_dir}")
+    rows, _ = sweep_status(sweep_dir, manifest=manifest)
+    return sweep_dir, manifest, rows
+
+
 def resubmit(sweep_dir: str | Path, only: str = "unfinished", names: list[str] | None = None,
              overrides: list[str] | None = None, backend: str | None = None, cluster: str | None = None,
              out: TextIO = sys.stdout) -> list[str]:
@@ -207,12 +218,7 @@ def resubmit(sweep_dir: str | Path, only: str = "unfinished", names: list[str] |
 
     ``overrides`` (``KEY=VALUE``) are appended to those runs' config overrides
     and recorded in the manifest (e.g. to turn off a fault injection)."""
-    sweep_dir = Path(sweep_dir).resolve()
-    manifest = read_manifest(sweep_dir)
-    unknown = sorted(set(names or []) - set(manifest["runs"]))
-    if unknown:
-        raise ManifestError(f"no run(s) {unknown} in {sweep_dir}")
-    rows, _ = sweep_status(sweep_dir, manifest=manifest)
+    sweep_dir, manifest, rows = _sweep_rows(sweep_dir, names)
     chosen = select_runs(rows, only, names or [])
     if not chosen:
         print(f"nothing to resubmit ({summary_line(rows)})", file=out)
@@ -258,12 +264,7 @@ def _apply_overrides(sweep_dir: Path, names: list[str], overrides: list[str]) ->
 def cancel(sweep_dir: str | Path, names: list[str] | None = None, out: TextIO = sys.stdout,
            grace_s: float = 20.0) -> list[str]:
     """Cancel the named runs (all runs when none are named) that are not completed."""
-    sweep_dir = Path(sweep_dir).resolve()
-    manifest = read_manifest(sweep_dir)
-    unknown = sorted(set(names or []) - set(manifest["runs"]))
-    if unknown:
-        raise ManifestError(f"no run(s) {unknown} in {sweep_dir}")
-    rows, _ = sweep_status(sweep_dir, manifest=manifest)
+    sweep_dir, _, rows = _sweep_rows(sweep_dir, names)
     targets = [r for r in rows
                if (not names or r.name in names) and r.state not in ("completed", "cancelled")]
     slurm_ids = [r.job_id for r in targets if r.job_id and not is_local(r.job_id)]
