@@ -11,6 +11,9 @@ from harness.config import ConfigError, load_config
 
 def _train_opts(args: argparse.Namespace) -> list[str]:
     opts = list(args.opts)
+    flags = [o for o in opts[0::2] if o.startswith("--")]
+    if flags:
+        raise ConfigError(f"{flags[0]} came after the KEY VALUE overrides; put flags before them")
     for flag, key in (("gpus", "DIST.GPUS"), ("strategy", "DIST.STRATEGY"), ("output_dir", "OUTPUT_DIR"),
                       ("run_name", "RUN_NAME")):
         value = getattr(args, flag)
@@ -44,7 +47,6 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from analysis.cli import add_cli as add_analysis
-
     from efficientnet.synth import add_cli as add_synth_fer
     from harness.launcher.cli import add_cli as add_launcher
     from hrnet.synth import add_cli as add_synth_coco
