@@ -38,8 +38,11 @@ lint: venv
 slurm-demo: venv
 	test -f data/synth_fer/fer2013.csv || $(HARNESS) data synth-fer data/synth_fer --n 1200 --format csv --seed 0
 	bash slurm/local-cluster.sh up
-	$(HARNESS) sweep configs/sweeps/fer_synthetic_slurm.yaml --backend slurm --cluster local --root runs/slurm-demo --wait
-	$(HARNESS) status runs/slurm-demo/fer_synthetic_slurm
+	eval "$$(bash slurm/local-cluster.sh env)" && \
+	  $(HARNESS) sweep configs/sweeps/fer_synthetic_slurm.yaml --backend slurm --cluster local \
+	    --root runs/slurm-demo --wait --poll 5 && \
+	  $(HARNESS) status runs/slurm-demo/fer_synthetic_slurm
+	@echo "Stop the cluster with: make slurm-down"
 
 slurm-up:
 	bash slurm/local-cluster.sh up
