@@ -159,14 +159,6 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return out / world_size()
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    if not is_dist() or world_size() == 1:
-        return tensor
-    out = tensor.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
-
-
 def any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is true on any rank (CPU control group)."""
     if not is_dist() or world_size() == 1:

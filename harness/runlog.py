@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import distributed as du
-from harness.rundir import read_json, write_status
+from harness.rundir import write_status
 
 log = logging.getLogger("harness")
 
@@ -185,14 +185,3 @@ def _plain(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None if math.isnan(v) else str(v)
     return v
-
-
-def load_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def load_run_json(run_dir: Path) -> dict:
-    return read_json(Path(run_dir) / "run.json", default={}) or {}
