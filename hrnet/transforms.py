@@ -52,12 +52,16 @@ def box_to_center_scale(box: Sequence[float], aspect_ratio: float,
     in units of ``PIXEL_STD``, padded by ``padding``."""
     x, y, w, h = (float(v) for v in box[:4])
     center = np.array([x + w * 0.5, y + h * 0.5], dtype=np.float32)
+    return center, _aspect_scale(w, h, aspect_ratio, padding)
+
+
+def _aspect_scale(w: float, h: float, aspect_ratio: float, padding: float) -> np.ndarray:
+    """The official scale: (w, h) grown to ``aspect_ratio``, over PIXEL_STD, padded."""
     if w > aspect_ratio * h:
         h = w / aspect_ratio
     elif w < aspect_ratio * h:
         w = h * aspect_ratio
-    scale = np.array([w / PIXEL_STD, h / PIXEL_STD], dtype=np.float32) * padding
-    return center, scale
+    return np.array([w / PIXEL_STD, h / PIXEL_STD], dtype=np.float32) * padding
 
 
 def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -169,9 +173,4 @@ def half_body_center_scale(joints: np.ndarray, visibility: np.ndarray, prefer_up
     selected = selected.astype(np.float32)
     center = selected.mean(axis=0)
     w, h = selected.max(axis=0) - selected.min(axis=0)
-    if w > aspect_ratio * h:
-        h = w / aspect_ratio
-    elif w < aspect_ratio * h:
-        w = h * aspect_ratio
-    scale = np.array([w / PIXEL_STD, h / PIXEL_STD], dtype=np.float32) * HALF_BODY_PADDING
-    return center, scale
+    return center, _aspect_scale(float(w), float(h), aspect_ratio, HALF_BODY_PADDING)
