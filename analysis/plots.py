@@ -156,11 +156,7 @@ def throughput_plot(scaling: pd.DataFrame, keys: Sequence[str], out_dir: Path,
                         linestyle=STYLE.get(row["strategy"], "-"), marker=MARKER.get(row["strategy"], "o"),
                         color=colors[row["gpus"]],
                         label=f"{row['strategy'].upper()} {row['gpus']} GPU{nodes}{_key_suffix(row, keys)}")
-        ax.set_xscale("log", base=2)
-        ticks = sorted(table["batch_size_per_gpu"].unique())
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([str(t) for t in ticks])
-        ax.minorticks_off()
+        _log2_batch_axis(ax, table["batch_size_per_gpu"])
         ax.set_xlabel("batch size per GPU (samples)")
         ax.set_ylabel("steady-state throughput (img/s, all GPUs)")
         ax.set_title(f"{workload}: throughput vs batch size (bars: interquartile range)")
@@ -168,6 +164,15 @@ def throughput_plot(scaling: pd.DataFrame, keys: Sequence[str], out_dir: Path,
         ax.legend(fontsize=8)
         written.append(save(fig, out_dir, f"throughput-{workload}", formats))
     return written
+
+
+def _log2_batch_axis(ax: plt.Axes, batches: pd.Series) -> None:
+    """A log2 x axis ticked at exactly the batch sizes that were run."""
+    ax.set_xscale("log", base=2)
+    ticks = sorted(batches.unique())
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.minorticks_off()
 
 
 def convergence_plot(curves: pd.DataFrame, out_dir: Path, formats: Sequence[str]) -> list[Path]:
@@ -239,11 +244,7 @@ def time_to_target_plot(ttt: pd.DataFrame, out_dir: Path, formats: Sequence[str]
                 part = part.groupby("global_batch")[column].median().dropna()
                 ax.plot(part.index, part.values, linestyle=STYLE.get(strategy, "-"),
                         marker=MARKER.get(strategy, "o"), label=strategy.upper())
-            ax.set_xscale("log", base=2)
-            ticks = sorted(table["global_batch"].unique())
-            ax.set_xticks(ticks)
-            ax.set_xticklabels([str(t) for t in ticks])
-            ax.minorticks_off()
+            _log2_batch_axis(ax, table["global_batch"])
             ax.set_xlabel("global batch (samples per step)")
             ax.set_ylabel(label + (" (samples)" if column == "samples_median" else " (epochs)"))
             ax.set_title(f"batch-size effect: {label}")
