@@ -78,16 +78,21 @@ def harness(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+def _client_profile(cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str) -> str:
+    """Point this process's Slurm clients at ``cluster`` and write a profile for it."""
+    for key, value in cluster.env.items():
+        monkeypatch.setenv(key, value)
+    data = yaml.safe_load((REPO / "slurm" / "clusters" / "local.yaml").read_text())
+    data.update(name=name, partition=cluster.partition)
+    profile = tmp_path / f"{name}.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    return str(profile)
+
+
 @pytest.fixture()
 def cluster(slurm_cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # noqa: F811
     """The cluster's client environment in this process, and a profile for it."""
-    for key, value in slurm_cluster.env.items():
-        monkeypatch.setenv(key, value)
-    data = yaml.safe_load((REPO / "slurm" / "clusters" / "local.yaml").read_text())
-    data.update(name="test-local", partition=slurm_cluster.partition)
-    profile = tmp_path / "test-local.yaml"
-    profile.write_text(yaml.safe_dump(data))
-    return str(profile)
+    return _client_profile(slurm_cluster, monkeypatch, tmp_path, "test-local")
 
 
 # -------------------------------------------------------------------- tests
@@ -202,12 +207,7 @@ def test_preemption_signal_requeues_and_resumes_mid_epoch(cluster: str, tmp_path
 
 def test_two_node_ddp_run_completes(slurm_cluster_2nodes, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
                                     tmp_path: Path, fer_csv_root: str) -> None:
-    for key, value in slurm_cluster_2nodes.env.items():
-        monkeypatch.setenv(key, value)
-    data = yaml.safe_load((REPO / "slurm" / "clusters" / "local.yaml").read_text())
-    data.update(name="test-2nodes", partition=slurm_cluster_2nodes.partition)
-    profile = tmp_path / "test-2nodes.yaml"
-    profile.write_text(yaml.safe_dump(data))
+    profile = _client_profile(slurm_cluster_2nodes, monkeypatch, tmp_path, "test-2nodes")
     spec = write_spec(tmp_path, "two_nodes", fer_csv_root, grid={"gpus": [2], "nodes": [2],
                                                                  "batch_size_per_gpu": [16]})
     sweep_dir = launch_sweep(str(spec), backend="slurm", cluster=str(profile), root=str(tmp_path),
