@@ -16,7 +16,7 @@ from pathlib import Path
 
 from efficientnet.synth import write_synthetic_fer
 from harness.config import load_config
-from harness.launch import launch
+from harness.spawn import launch
 
 
 def steady_throughput(run_dir: Path) -> tuple[float, float]:

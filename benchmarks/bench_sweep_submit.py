@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.launcher.control import cancel, launch_sweep
+from harness.launcher.sweep_ops import cancel, launch_sweep
 from harness.launcher.profiles import PROFILE_DIR
 from harness.launcher.status import summary_line, sweep_status
 

@@ -23,7 +23,7 @@ def _train_opts(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from harness.launch import launch, needs_spawn
+    from harness.spawn import launch, needs_spawn
     from harness.preemption import install_signal_handlers
 
     cfg = load_config(args.config, _train_opts(args))

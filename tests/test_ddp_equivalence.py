@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 from harness.config import load_config
-from harness.launch import launch
+from harness.spawn import launch
 from tests.spine_helpers import FER_SYNTH, fast_opts, model_state, records
 
 

@@ -95,7 +95,7 @@ def test_every_optimizer_builds_and_steps(name: str) -> None:
 
 
 def test_grad_accumulation_equals_the_full_batch(fer_csv_root: str, tmp_path: Path) -> None:
-    from harness.launch import launch
+    from harness.spawn import launch
     from tests.spine_helpers import fast_opts, model_state
 
     common = dict(TRAIN__EPOCHS=1, TRAIN__MAX_STEPS_PER_EPOCH=3, MODEL__DROPOUT=0.0,
@@ -111,7 +111,7 @@ def test_grad_accumulation_equals_the_full_batch(fer_csv_root: str, tmp_path: Pa
 
 
 def test_bf16_runs_on_cpu_and_fp16_is_refused(fer_csv_root: str, tmp_path: Path) -> None:
-    from harness.launch import launch
+    from harness.spawn import launch
     from tests.spine_helpers import fast_opts, records
 
     cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="bf16", TRAIN__AMP="bf16",
@@ -159,7 +159,7 @@ def test_atomic_json_and_status_merge(tmp_path: Path) -> None:
 
 
 def test_compiled_model_trains_and_checkpoints_plain_weights(fer_csv_root: str, tmp_path: Path) -> None:
-    from harness.launch import launch
+    from harness.spawn import launch
     from tests.spine_helpers import fast_opts, model_state
 
     cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="compiled", TRAIN__COMPILE=True,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.launcher.control import launch_sweep, resubmit, wait_for_sweep
+from harness.launcher.sweep_ops import launch_sweep, resubmit, wait_for_sweep
 from harness.launcher.profiles import Shape, load_profile
 from harness.launcher.slurm_backend import ArrayChunk, render_sbatch
 from tests.slurm_cluster_fixture import slurm_cluster, slurm_cluster_2nodes  # noqa: F401

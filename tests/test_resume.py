@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from harness.config import load_config
-from harness.launch import launch
+from harness.spawn import launch
 from tests.spine_helpers import FER_SYNTH, fast_opts, model_state, records
 
 # Dropout stays on (the RNG state must be restored too); adamw, warmup and cosine

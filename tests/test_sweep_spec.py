@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.launcher.control import launch_sweep
+from harness.launcher.sweep_ops import launch_sweep
 from harness.launcher.manifest import ManifestError, new_manifest, write_manifest
 from harness.launcher.naming import format_value
 from harness.launcher.profiles import ClusterProfile, profile_from_dict

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
-from harness.launch import launch
+from harness.spawn import launch
 from tests.spine_helpers import FER_SYNTH, fast_opts, records
 
 

@@ -12,7 +12,7 @@ from harness.launcher.status import DEFAULT_LOST_AFTER_S
 def _errors() -> tuple[type[BaseException], ...]:
     from harness.launcher.manifest import ManifestError
     from harness.launcher.profiles import ProfileError
-    from harness.launcher.scheduler import SchedulerError
+    from harness.launcher.job_state import SchedulerError
     from harness.launcher.spec import SpecError
 
     return (SpecError, ProfileError, ManifestError, SchedulerError, ValueError)
@@ -34,7 +34,7 @@ def _final_code(rows: list[Any]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.launcher.control import launch_sweep, wait_for_sweep
+    from harness.launcher.sweep_ops import launch_sweep, wait_for_sweep
     from harness.launcher.status import format_table, summary_line
 
     sweep_dir = launch_sweep(args.spec, backend=args.backend, cluster=args.cluster, root=args.root,
@@ -75,7 +75,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_resubmit(args: argparse.Namespace) -> int:
-    from harness.launcher.control import resubmit
+    from harness.launcher.sweep_ops import resubmit
 
     chosen = resubmit(args.sweep_dir, only=args.only, names=args.runs, overrides=args.set,
                       backend=args.backend, cluster=args.cluster)
@@ -85,7 +85,7 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from harness.launcher.control import cancel
+    from harness.launcher.sweep_ops import cancel
 
     cancel(args.sweep_dir, names=args.runs)
     return 0

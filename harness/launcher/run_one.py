@@ -11,7 +11,7 @@ EXIT_PREEMPTED = 3  # same code as `harness train` for a run that stopped early
 
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.config import load_config
-    from harness.launch import launch, needs_spawn
+    from harness.spawn import launch, needs_spawn
     from harness.launcher.manifest import read_manifest
     from harness.preemption import install_signal_handlers
 

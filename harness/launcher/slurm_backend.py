@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.launcher.job import SweepRun
 from harness.launcher.profiles import ClusterProfile, Shape
-from harness.launcher.scheduler import SchedulerError
+from harness.launcher.job_state import SchedulerError
 
 
 @dataclass

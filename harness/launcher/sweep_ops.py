@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from harness.launcher import local_backend, slurm_backend
+from harness.launcher import local_queue, slurm_backend
 from harness.launcher.manifest import (
     ManifestError,
     locked,
@@ -20,7 +20,7 @@ from harness.launcher.manifest import (
     write_manifest,
 )
 from harness.launcher.profiles import ClusterProfile, load_profile
-from harness.launcher.scheduler import cancel_local, cancel_slurm, is_local, pid_alive
+from harness.launcher.job_state import cancel_local, cancel_slurm, is_local, pid_alive
 from harness.launcher.spec import RunPlan, expand_sweep, load_spec
 from harness.launcher.status import RunState, all_finished, format_table, summary_line, sweep_status
 from harness.rundir import atomic_write_json, read_status
@@ -166,9 +166,9 @@ def submit_runs(sweep_dir: Path, names: list[str], backend: str, profile: Cluste
             print(f"submitted array {record['array_job_id']} ({len(record['runs'])} runs)", file=out)
         return
     with updating(sweep_dir) as current:  # the scheduler reads its job id under this lock
-        pid = local_backend.start_scheduler(sweep_dir, names)
+        pid = local_queue.start_scheduler(sweep_dir, names)
         for name in names:
-            record_submission(current, name, "local", local_backend.queue_job_id(pid))
+            record_submission(current, name, "local", local_queue.queue_job_id(pid))
         current["backend"] = "local"
     print(f"local scheduler pid {pid}: {len(names)} runs; logs in {sweep_dir}/runs/<run>/train.log", file=out)
 

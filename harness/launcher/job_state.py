@@ -149,7 +149,7 @@ def query_local(job_ids: list[str], run_names: dict[str, str]) -> dict[str, JobI
             jobs[job_id] = JobInfo("RUNNING" if alive else "GONE", source="local")
         elif job_id.startswith(LOCAL_QUEUE_PREFIX):
             pid = int(job_id[len(LOCAL_QUEUE_PREFIX):])
-            alive = pid_alive(pid, "harness.launcher.local_backend")
+            alive = pid_alive(pid, "harness.launcher.local_queue")
             jobs[job_id] = JobInfo("PENDING" if alive else "GONE", source="local")
     return jobs
 

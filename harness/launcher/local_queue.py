@@ -1,6 +1,6 @@
 """Run a sweep on this machine, detached from the launching terminal.
 
-``start_scheduler`` spawns ``python -m harness.launcher.local_backend SWEEP_DIR
+``start_scheduler`` spawns ``python -m harness.launcher.local_queue SWEEP_DIR
 RUN...`` in a new session (a closed terminal sends it no SIGHUP). That process
 takes the sweep's scheduler lock (so two of them never compete), then runs the
 runs: with GPUs, each on its own disjoint set of free GPUs, concurrently when
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.launcher.manifest import locked, read_manifest, record_submission, run_dir, updating
-from harness.launcher.scheduler import LOCAL_PREFIX, LOCAL_QUEUE_PREFIX
+from harness.launcher.job_state import LOCAL_PREFIX, LOCAL_QUEUE_PREFIX
 from harness.rundir import read_status, write_status
 
 POLL_S = 0.5
@@ -32,7 +32,7 @@ def start_scheduler(sweep_dir: str | Path, names: list[str]) -> int:
     log_dir = sweep_dir / "local"
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "scheduler.log", "ab") as log:
-        command = [sys.executable, "-m", "harness.launcher.local_backend", str(sweep_dir), *names]
+        command = [sys.executable, "-m", "harness.launcher.local_queue", str(sweep_dir), *names]
         proc = subprocess.Popen(command,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
@@ -163,7 +163,7 @@ def run_queue(sweep_dir: str | Path, names: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        print("usage: python -m harness.launcher.local_backend SWEEP_DIR RUN...", file=sys.stderr)
+        print("usage: python -m harness.launcher.local_queue SWEEP_DIR RUN...", file=sys.stderr)
         return 2
     return run_queue(args[0], args[1:])
 
