@@ -21,9 +21,11 @@ setup(
         "pandas",
         "matplotlib",
         "pillow",
+        # The official HRNet crop (cv2.warpAffine); headless: no GUI libraries needed.
+        "opencv-python-headless>=4.8,<6",
         "tqdm",
         "psutil",
     ],
-    extras_require={"dev": ["pytest", "ruff"]},
+    extras_require={"dev": ["pytest", "ruff==0.17.6", "mypy==2.4.1", "pre-commit"]},
     entry_points={"console_scripts": ["harness=harness.cli:main"]},
 )

@@ -33,11 +33,9 @@ from hrnet.transforms import (
     PIXEL_STD,
     affine_points,
     box_to_center_scale,
-    compose_affine,
     fliplr_joints,
     get_affine_transform,
     half_body_center_scale,
-    horizontal_flip_matrix,
     warp_image,
 )
 
@@ -226,21 +224,19 @@ class COCOKeypoints(Dataset):
         joints = self.joints[index].copy()
         vis = self.visibility[index].copy()
         rotation = 0.0
-        image_to_source = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        flipped = False
         if rng is not None:
             center, scale, rotation, flipped = self._augment(rng, joints, vis, center, scale)
             if flipped:
                 width = image.width
                 joints, vis = fliplr_joints(joints, vis, width, self.flip_pairs)
                 center = np.array([width - center[0] - 1, center[1]])
-                # Flip and crop fold into one warp: cheaper than flipping the whole image.
-                image_to_source = horizontal_flip_matrix(width)
         crop = get_affine_transform(center, scale, rotation, self.image_size)
-        warped = warp_image(image, compose_affine(crop, image_to_source), self.image_size)
+        warped = warp_image(image, crop, self.image_size, flip=flipped)
         joints = np.where(vis[:, None] > 0, affine_points(joints, crop), joints)
         target, target_weight = generate_heatmaps(joints, vis, self.image_size, self.heatmap_size,
                                                   self.sigma, self.joints_weight)
-        pixels = torch.from_numpy(np.asarray(warped, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+        pixels = torch.from_numpy(warped).permute(2, 0, 1).contiguous()
         return {
             "input": pixels,
             "target": torch.from_numpy(target),

@@ -132,11 +132,26 @@ def oks_iou(reference: np.ndarray, others: np.ndarray, reference_area: float, ot
     return np.where(n > 0, (similarity * counted).sum(axis=1) / np.maximum(n, 1), 0.0)
 
 
+def _official_descending(scores: np.ndarray) -> np.ndarray:
+    """Indices by descending score as the official NMS orders them, ``scores.argsort()[::-1]``:
+    equal scores come last index first.
+
+    The sort is made stable on purpose. The official code relied on NumPy 1.x, whose
+    default sort is stable on such short arrays; NumPy >= 1.25 dispatches to SIMD sorts
+    that order ties differently from one CPU to another (seen here with 9 scores).
+    """
+    return np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")[::-1]
+
+
 def oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, threshold: float,
             sigmas: np.ndarray = COCO_SIGMAS, in_vis_thre: float | None = None) -> list[int]:
     """Greedy NMS on OKS: keep the best-scored pose, drop poses with OKS above
-    ``threshold`` to it, repeat. Returns kept indices, best first."""
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    ``threshold`` to it, repeat. Returns kept indices, best first.
+
+    Equal scores go in the official order, ``scores.argsort()[::-1]``: the last index
+    first (on COCO many persons are rescored to 0, so this picks which of them survive).
+    """
+    order = _official_descending(scores)
     keypoints = np.asarray(keypoints, dtype=np.float64)
     areas = np.asarray(areas, dtype=np.float64)
     keep: list[int] = []
@@ -156,7 +171,7 @@ def soft_oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, t
     ``exp(-oks² / threshold)`` instead of dropped; keeps at most ``max_dets``."""
     keypoints = np.asarray(keypoints, dtype=np.float64)
     areas = np.asarray(areas, dtype=np.float64)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    order = _official_descending(scores)
     current = np.asarray(scores, dtype=np.float64)[order]
     keep: list[int] = []
     while order.size > 0 and len(keep) < max_dets:
@@ -165,6 +180,6 @@ def soft_oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, t
         order, current = order[1:], current[1:]
         overlap = oks_iou(keypoints[best], keypoints[order], areas[best], areas[order], sigmas, in_vis_thre)
         current = current * np.exp(-overlap ** 2 / threshold)
-        resort = np.argsort(-current, kind="stable")
+        resort = _official_descending(current)
         order, current = order[resort], current[resort]
     return keep

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -124,21 +125,25 @@ def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return (full_outer @ full_inner)[:2]
 
 
-def warp_image(image: Image.Image, matrix: np.ndarray, output_size: Sequence[int]) -> Image.Image:
-    """Bilinear warp of ``image`` by the 2x3 ``matrix`` (pixel centres at integers, as
-    ``cv2.warpAffine``); outside the source is black.
+def warp_image(image: Image.Image | np.ndarray, matrix: np.ndarray, output_size: Sequence[int],
+               flip: bool = False) -> np.ndarray:
+    """The official crop: ``cv2.warpAffine(image, matrix, output_size, INTER_LINEAR,
+    BORDER_CONSTANT, 0)`` (pixel centres at integers, 8-bit rounding, the edge pixel
+    blended into the black border over one source pixel). Returns an (H, W[, C]) uint8 array.
 
-    PIL samples at pixel centres ``i + 0.5`` and wants the output-to-input map, so the
-    inverse is conjugated by a half-pixel shift.
+    ``flip`` mirrors the image left-right first, as the official ``JointsDataset`` does
+    (``image[:, ::-1]``) before warping with the crop of the flipped centre; folding the
+    flip into ``matrix`` instead would move OpenCV's 1/32-pixel sample grid.
+
+    OpenCV rather than Pillow: Pillow truncates where OpenCV rounds and cuts the border
+    band off (up to 127 grey levels apart there), and OpenCV is about 5x faster here.
     """
-    full = np.vstack([matrix, [0.0, 0.0, 1.0]])
-    inverse = np.linalg.inv(full)
-    to_integer_centres = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])
-    to_half_centres = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-    pil_map = to_half_centres @ inverse @ to_integer_centres
+    pixels = np.asarray(image, dtype=np.uint8)
+    if flip:
+        pixels = pixels[:, ::-1]
     size = (int(output_size[0]), int(output_size[1]))
-    return image.transform(size, Image.Transform.AFFINE, tuple(pil_map[:2].ravel()),
-                           resample=Image.Resampling.BILINEAR)
+    return cv2.warpAffine(np.ascontiguousarray(pixels), np.asarray(matrix, dtype=np.float64)[:2], size,
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def fliplr_joints(joints: np.ndarray, visibility: np.ndarray, width: int,
