@@ -8,7 +8,7 @@ DEMO_DIR ?= runs/demo
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: venv demo test lint slurm-demo slurm-up slurm-down bench clean-demo
+.PHONY: venv demo test test-fast lint format typecheck check slurm-demo slurm-up slurm-down bench clean-demo
 
 venv: $(STAMP)
 
@@ -27,12 +27,30 @@ demo: venv
 	@echo "Report:          $(DEMO_DIR)/fer_demo/report/report.md"
 	@echo "Upload the offline W&B runs later with: $(VENV)/bin/wandb sync $(DEMO_DIR)/fer_demo/runs/*/wandb/offline-run-*"
 
-## test: the whole suite on the CPU (starts a real local Slurm cluster when root)
+## test: the whole suite on the CPU (starts a real local Slurm cluster when root); what CI runs
 test: venv
 	$(PY) -m pytest -q
 
+## test-fast: the lane to run while working (no `slow`, no `slurm` tests; about 2 minutes)
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not slurm and not gpu" -p no:cacheprovider
+
+## lint: ruff's rules (incl. C901 complexity) and its formatter, checked, not applied
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## format: apply the formatter and the auto-fixable lint rules
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## typecheck: mypy on harness/ and analysis/ (settings and the allow-list in pyproject.toml)
+typecheck: venv
+	$(VENV)/bin/mypy
+
+## check: lint + typecheck, what .ci/run runs before the tests
+check: lint typecheck
 
 ## slurm-demo: the synthetic FER sweep through a real single-host Slurm cluster
 slurm-demo: venv
@@ -43,6 +61,10 @@ slurm-demo: venv
 	    --root runs/slurm-demo --wait --poll 5 && \
 	  $(HARNESS) status runs/slurm-demo/fer_synthetic_slurm
 	@echo "Stop the cluster with: make slurm-down"
+
+## clean-demo: remove the demo's runs and synthetic data (make demo rebuilds them)
+clean-demo:
+	rm -rf $(DEMO_DIR) data/synth_fer
 
 slurm-up:
 	bash slurm/local-cluster.sh up

@@ -52,11 +52,6 @@ def local_sweep(tmp_path_factory: pytest.TempPathFactory, fer_csv_root: str) -> 
     return sweep_dir
 
 
-def test_local_sweep_completes_detached(local_sweep: Path) -> None:
-    rows = {r.name: r.state for r in wait_for_sweep(local_sweep, poll_s=1, timeout_s=10)}
-    assert rows == dict.fromkeys(RUNS, "completed")
-
-
 def test_report_from_the_real_sweep(local_sweep: Path, tmp_path: Path) -> None:
     """issue 5: the report and every plot come from a real small sweep and open as images."""
     import csv
@@ -68,7 +63,11 @@ def test_report_from_the_real_sweep(local_sweep: Path, tmp_path: Path) -> None:
 
     result = build_report([str(local_sweep)], tmp_path / "report", target_fraction=0.9)
     text = result.report.read_text()
-    assert "## Scaling" in text or "Scaling" in text
+    assert text.startswith(f"# Scaling report: {local_sweep.name}")
+    for section in ("## Summary", "## Scaling table", "## Diagnosis", "## Communication model"):
+        assert f"\n{section}\n" in text, section
+    # The scaling table in the report holds each measured point (global batch column included).
+    assert text.count("| ddp |") >= 4
     with open(result.csvs["scaling"]) as f:
         rows = list(csv.DictReader(f))
     by_gpus = {(r["gpus"], r["batch_size_per_gpu"]): r for r in rows}

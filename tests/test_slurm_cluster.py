@@ -15,8 +15,6 @@ from tests.slurm_cluster_fixture import (
     LocalSlurmCluster,
     read_cluster_env,
     run_cluster_script,
-    slurm_cluster,  # noqa: F401 - pytest finds fixtures by name
-    slurm_cluster_2nodes,  # noqa: F401
 )
 
 JOB_TIMEOUT_S = 120
@@ -55,7 +53,7 @@ def wait_for_text(path: Path, text: str) -> None:
     raise AssertionError(f"{text!r} never appeared in {path}:\n{content}")
 
 
-def test_env_and_status_describe_the_running_cluster(slurm_cluster: LocalSlurmCluster) -> None:  # noqa: F811
+def test_env_and_status_describe_the_running_cluster(slurm_cluster: LocalSlurmCluster) -> None:
     env_out = run_cluster_script("env", slurm_cluster.state_dir, timeout_s=30).stdout
     assert f"export SLURM_CONF={slurm_cluster.env['SLURM_CONF']}" in env_out
     status = run_cluster_script("status", slurm_cluster.state_dir, timeout_s=60)
@@ -69,7 +67,7 @@ def test_env_and_status_describe_the_running_cluster(slurm_cluster: LocalSlurmCl
     assert len({ports[k] for k in ("SLURMCTLD_PORT", "SLURMD_PORT", "SLURMDBD_PORT", "MARIADB_PORT")}) == 4
 
 
-def test_sbatch_wrap_job_completes_in_sacct(slurm_cluster: LocalSlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_sbatch_wrap_job_completes_in_sacct(slurm_cluster: LocalSlurmCluster, tmp_path: Path) -> None:
     out = tmp_path / "job.out"
     job_id = submit(slurm_cluster, f"--output={out}", "--wrap", "echo hello from $SLURM_JOB_ID")
     assert wait_for_state(slurm_cluster, job_id, TERMINAL_STATES) == "COMPLETED"
@@ -77,7 +75,7 @@ def test_sbatch_wrap_job_completes_in_sacct(slurm_cluster: LocalSlurmCluster, tm
 
 
 def test_submitit_style_resource_requests_are_accepted(
-    slurm_cluster: LocalSlurmCluster, tmp_path: Path  # noqa: F811
+    slurm_cluster: LocalSlurmCluster, tmp_path: Path
 ) -> None:
     out = tmp_path / "job.out"
     job_id = submit(
@@ -91,7 +89,7 @@ def test_submitit_style_resource_requests_are_accepted(
     assert out.read_text().strip() == sys.prefix
 
 
-def test_scancel_signal_reaches_the_job_step(slurm_cluster: LocalSlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_scancel_signal_reaches_the_job_step(slurm_cluster: LocalSlurmCluster, tmp_path: Path) -> None:
     out = tmp_path / "job.out"
     # Like submitit, the work runs in an srun step; scancel --signal goes to the steps.
     step = ('trap "echo got USR2; exit 0" USR2; echo ready; '
@@ -105,7 +103,7 @@ def test_scancel_signal_reaches_the_job_step(slurm_cluster: LocalSlurmCluster, t
     assert "got USR2" in out.read_text() and "no signal" not in out.read_text()
 
 
-def test_scontrol_requeue_runs_the_job_again(slurm_cluster: LocalSlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_scontrol_requeue_runs_the_job_again(slurm_cluster: LocalSlurmCluster, tmp_path: Path) -> None:
     out = tmp_path / "job.out"
     job_id = submit(slurm_cluster, f"--output={out}", "--open-mode=append", "--wrap",
                     'echo "run $SLURM_RESTART_COUNT"; [ "${SLURM_RESTART_COUNT:-0}" -ge 1 ] || sleep 60')
@@ -133,7 +131,7 @@ dist.destroy_process_group()
 """
 
 
-def test_two_node_gloo_all_reduce(slurm_cluster_2nodes: LocalSlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_two_node_gloo_all_reduce(slurm_cluster_2nodes: LocalSlurmCluster, tmp_path: Path) -> None:
     program = tmp_path / "all_reduce.py"
     program.write_text(ALL_REDUCE)
     out = tmp_path / "job.out"
@@ -148,7 +146,7 @@ def test_two_node_gloo_all_reduce(slurm_cluster_2nodes: LocalSlurmCluster, tmp_p
     assert {total for _, _, total in results} == {"3.0"}
 
 
-def test_up_then_down_leaves_nothing_behind(slurm_cluster: LocalSlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_up_then_down_leaves_nothing_behind(slurm_cluster: LocalSlurmCluster, tmp_path: Path) -> None:
     # A second, 1-node cluster in its own state dir: its own ports, munged and database.
     # Not under tmp_path: Slurm's Unix socket paths limit the state dir to 60 characters.
     parent = Path(tempfile.mkdtemp(prefix="slurm-second-", dir="/tmp"))

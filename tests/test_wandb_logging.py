@@ -28,7 +28,7 @@ def test_unreachable_wandb_warns_and_training_completes(fer_csv_root: str, tmp_p
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_MODE", "online")
     cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="nowandb",
-                                           LOG__WANDB__MODE="online", LOG__WANDB__INIT_TIMEOUT=15,
+                                           LOG__WANDB__MODE="online", LOG__WANDB__INIT_TIMEOUT=2,
                                            TRAIN__EPOCHS=1))
     assert launch(cfg) == "completed"
     run_dir = tmp_path / "nowandb"
