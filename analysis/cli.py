@@ -5,8 +5,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from analysis.load import AnalysisError
-from analysis.wandb_source import CACHE_ENV
+# Only light imports here: ``harness --help`` builds this parser (pandas and matplotlib are
+# imported by run_analyze when the command runs).
+from analysis.common import CACHE_ENV, AnalysisError
 
 DESCRIPTION = """Analyse finished sweeps: steady-state throughput, weak/strong scaling efficiency
 (DP and DDP, each against its own one-GPU baseline), a fitted communication model with
@@ -63,6 +64,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                              "sweep's group (mode from WANDB_MODE)")
     parser.add_argument("--format", default="png,svg", metavar="png,svg",
                         help="image formats of the plots, comma list of png and svg (default png,svg)")
+    parser.add_argument("--commbench", action="append", default=[], metavar="PATH",
+                        help="commbench.json (or a directory searched for them) from `harness commbench`: "
+                             "the model then predicts the measured topologies from their alpha-beta; "
+                             "those inside the SWEEP_DIRs are read anyway (repeatable)")
     parser.set_defaults(func=run_analyze)
     return parser
 
@@ -87,7 +92,8 @@ def run_analyze(args: argparse.Namespace) -> int:
                               cache_dir=args.cache_dir, refresh=args.refresh, by=by, target=args.target,
                               target_fraction=args.target_fraction,
                               data_bound_threshold=args.data_bound_threshold, predict_gpus=args.predict_gpus,
-                              formats=_list(args.format), push_wandb=args.push_wandb)
+                              formats=_list(args.format), push_wandb=args.push_wandb,
+                              commbench=args.commbench)
     except AnalysisError as e:
         print(f"harness analyze: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,22 +19,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from analysis.common import AnalysisError
 from analysis.configfile import load_config_text
+from harness import runformat as rf
+from harness.runformat import COMPLETED, RUN_FILES, flatten
 
-# Identity columns every run row has (run.json keys), with the value used when absent.
-IDENTITY_DEFAULTS: dict[str, Any] = {
-    "run_name": "", "sweep": "", "workload": "", "model": "", "strategy": "", "gpus": 1,
-    "nodes": 1, "world_size": 1, "device_type": "", "batch_size_per_gpu": 0, "global_batch": 0,
-    "grad_accum": 1, "lr": float("nan"), "seed": 0, "primary_metric": "", "higher_is_better": True,
-    "num_params": 0, "host": "", "hosts": (), "wandb_group": "", "slurm_job_id": "",
-    "started_at": float("nan"),
-}
-COMPLETED = "completed"
-RUN_FILES = ("run.json", "status.json", "metrics.jsonl", "config.yaml")
-
-
-class AnalysisError(ValueError):
-    """Bad input to the analysis; the message names the file, key or option."""
+# Identity columns every run row has (run.json fields), with the value used when absent.
+IDENTITY_DEFAULTS: dict[str, Any] = {name: field.default for name, field in rf.RUN_FIELDS.items()}
 
 
 @dataclass
@@ -71,26 +62,6 @@ class RunSet:
         return [c for c in self.runs.columns if c[:1].isupper()]
 
 
-def combine(parts: Sequence[RunSet]) -> RunSet:
-    """One RunSet from several (e.g. two sweeps, or a sweep and a W&B group). A W&B
-    run whose run directory is also given is kept once, from the directory."""
-    frames = [p.runs for p in parts if len(p.runs)]
-    runs = pd.concat(frames, ignore_index=True, sort=False) if frames else empty_runs()
-    wandb_ids = runs["wandb_id"] if "wandb_id" in runs else pd.Series("", index=runs.index)
-    on_disk = set(wandb_ids[runs["source"] == "dir"].dropna()) - {""}
-    duplicate = (runs["source"] == "wandb") & wandb_ids.isin(on_disk)
-    dropped = set(runs.loc[duplicate, "run_id"])
-    runs = runs[~duplicate].reset_index(drop=True)
-    dup = runs["run_id"][runs["run_id"].duplicated()]
-    if len(dup):
-        raise AnalysisError(f"run {dup.iloc[0]!r} was given twice (by two sources); give each run once")
-    records = pd.concat([p.records for p in parts], ignore_index=True, sort=False)
-    out = RunSet(runs=runs, records=records[~records["run_id"].isin(dropped)].reset_index(drop=True))
-    for p in parts:
-        out.manifests.update(p.manifests)
-    return out
-
-
 def empty_runs() -> pd.DataFrame:
     cols = ["run_id", "source", "run_dir", *IDENTITY_DEFAULTS, "state", "error", "requeues", "best",
             "scaling", "included", "exclude_reason", "n_hosts"]
@@ -107,7 +78,7 @@ def find_run_dirs(path: str | os.PathLike) -> tuple[list[Path], dict[str, dict]]
                             "run directories, or a run directory)")
     manifests: dict[str, dict] = {}
     if _is_run_dir(root):
-        manifest = _read_manifest(root.parent.parent) if root.parent.name == "runs" else None
+        manifest = _read_manifest(root.parent.parent) if root.parent.name == rf.SWEEP_RUNS_DIR else None
         if manifest is not None:
             manifests[str(root.parent.parent)] = manifest
         return [root], manifests
@@ -126,7 +97,7 @@ def find_run_dirs(path: str | os.PathLike) -> tuple[list[Path], dict[str, dict]]
         for child in children:
             if _is_run_dir(child):
                 found.append(child)
-            elif child.name not in ("wandb", "checkpoints", "analysis") and not child.name.startswith("."):
+            elif child.name not in (*rf.RUN_SUBDIRS, "analysis") and not child.name.startswith("."):
                 stack.append(child)
     if not found:
         raise AnalysisError(f"{root}: no run directories found (a run directory holds "
@@ -135,11 +106,11 @@ def find_run_dirs(path: str | os.PathLike) -> tuple[list[Path], dict[str, dict]]
 
 
 def _is_run_dir(path: Path) -> bool:
-    return (path / "run.json").is_file() or (path / "status.json").is_file()
+    return (path / rf.RUN_JSON).is_file() or (path / rf.STATUS_JSON).is_file()
 
 
 def _read_manifest(path: Path) -> dict | None:
-    file = path / "manifest.json"
+    file = path / rf.MANIFEST_JSON
     if not file.is_file():
         return None
     try:
@@ -202,8 +173,8 @@ def read_run_dir(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
     row: dict[str, Any] = {"run_id": str(run_dir.resolve()), "source": "dir", "run_dir": str(run_dir),
                            **IDENTITY_DEFAULTS, "run_name": run_dir.name}
     problems: list[str] = []
-    run_json = _read_json(run_dir / "run.json", problems)
-    status = _read_json(run_dir / "status.json", problems)
+    run_json = _read_json(run_dir / rf.RUN_JSON, problems)
+    status = _read_json(run_dir / rf.STATUS_JSON, problems)
     row.update({k: v for k, v in run_json.items() if k in IDENTITY_DEFAULTS or k not in row})
     row["state"] = str(status.get("state", "unknown"))
     row["error"] = first_line(status.get("error"))
@@ -211,8 +182,8 @@ def read_run_dir(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
     row["best"] = _float_or_nan(status.get("best"))
     if not row["primary_metric"]:
         row["primary_metric"] = str(status.get("primary_metric") or "")
-    row.update(_read_config(run_dir / "config.yaml", problems))
-    records = read_metrics(run_dir / "metrics.jsonl", problems)
+    row.update(_read_config(run_dir / rf.CONFIG_YAML, problems))
+    records = read_metrics(run_dir / rf.METRICS_JSONL, problems)
     for record in records:
         record["run_id"] = row["run_id"]
     finish_row(row, problems)
@@ -265,21 +236,7 @@ def _read_config(path: Path, problems: list[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         problems.append("config.yaml is not a mapping")
         return {}
-    return flatten(data)
-
-
-def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested mapping -> ``{"TRAIN.LR": ...}``; lists become tuples (hashable for grouping)."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, full + "."))
-        elif isinstance(value, list):
-            flat[full] = tuple(value)
-        else:
-            flat[full] = value
-    return flat
+    return flatten(data, lists_as_tuples=True)
 
 
 def read_metrics(path: Path, problems: list[str] | None = None) -> list[dict]:
@@ -328,19 +285,3 @@ def _float_or_nan(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
-
-
-def load_sources(paths: Sequence[str | os.PathLike] = (), wandb_path: str | None = None,
-                 group: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 refresh: bool = False) -> RunSet:
-    """Runs from run/sweep directories and/or a W&B group, in one RunSet."""
-    parts = []
-    if paths:
-        parts.append(load_run_dirs(paths))
-    if wandb_path:
-        from analysis.wandb_source import load_wandb
-
-        parts.append(load_wandb(wandb_path, group=group, cache_dir=cache_dir, refresh=refresh))
-    if not parts:
-        raise AnalysisError("no runs to analyze: give at least one SWEEP_DIR or --wandb ENTITY/PROJECT")
-    return parts[0] if len(parts) == 1 else combine(parts)

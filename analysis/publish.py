@@ -2,15 +2,31 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
-if TYPE_CHECKING:
-    from analysis.report import ReportResult
+from analysis.pipeline import Analysis
 
 DEFAULT_PROJECT = "scaling-harness"
+
+
+@dataclass
+class ReportResult:
+    """What ``analysis.report.build_report`` wrote, and what ``push_to_wandb`` publishes."""
+
+    out_dir: Path
+    report: Path
+    csvs: dict[str, Path]
+    #: Plot files written (every format), grouped by section.
+    plots: dict[str, list[Path]]
+    analysis: Analysis
+    wandb_run_dir: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def plot_files(self) -> list[Path]:
+        return [p for files in self.plots.values() for p in files]
 
 
 def _most_common(values: pd.Series) -> str:

@@ -3,32 +3,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from analysis import plots
-from analysis.load import AnalysisError, load_sources
+from analysis.common import AnalysisError
 from analysis.pipeline import Analysis, Options, analyze
+from analysis.publish import ReportResult, push_to_wandb
 from analysis.report_text import render_markdown
+from analysis.sources import load_sources
 
 FORMATS = ("png", "svg")
-
-
-@dataclass
-class ReportResult:
-    out_dir: Path
-    report: Path
-    csvs: dict[str, Path]
-    #: Plot files written (every format), grouped by section.
-    plots: dict[str, list[Path]]
-    analysis: Analysis
-    wandb_run_dir: Path | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def plot_files(self) -> list[Path]:
-        return [p for files in self.plots.values() for p in files]
 
 
 def default_out_dir(sources: Sequence[str | os.PathLike]) -> Path:
@@ -40,7 +26,8 @@ def build_report(sources: Sequence[str | os.PathLike] = (), out_dir: str | os.Pa
                  cache_dir: str | os.PathLike | None = None, refresh: bool = False, by: Sequence[str] = (),
                  target: float | None = None, target_fraction: float | None = None,
                  data_bound_threshold: float = 0.2, predict_gpus: Sequence[int] = (16, 64, 256),
-                 formats: Sequence[str] = FORMATS, push_wandb: bool = False) -> ReportResult:
+                 formats: Sequence[str] = FORMATS, push_wandb: bool = False,
+                 commbench: Sequence[str | os.PathLike] = ()) -> ReportResult:
     """Load runs from sweep/run directories and/or W&B, analyse them and write
     ``scaling.csv``, ``convergence.csv``, ``time_to_target.csv``, ``model_fit.csv``,
     ``runs.csv``, the plots and ``report.md`` into ``out_dir``."""
@@ -53,7 +40,9 @@ def build_report(sources: Sequence[str | os.PathLike] = (), out_dir: str | os.Pa
     runset = load_sources(list(sources), wandb_path=wandb_path, group=group, cache_dir=cache_dir,
                           refresh=refresh)
     options = Options(by=list(by), target=target, target_fraction=target_fraction,
-                      data_bound_threshold=data_bound_threshold, predict_gpus=list(predict_gpus))
+                      data_bound_threshold=data_bound_threshold, predict_gpus=list(predict_gpus),
+                      # commbench.json files given, and any inside the sweep directories
+                      commbench=[str(p) for p in (*commbench, *sources)])
     analysis = analyze(runset, options)
     out = Path(out_dir) if out_dir is not None else default_out_dir(list(sources))
     out.mkdir(parents=True, exist_ok=True)
@@ -66,8 +55,6 @@ def build_report(sources: Sequence[str | os.PathLike] = (), out_dir: str | os.Pa
                           plots={k: [Path(f"{s}.{f}") for s in v for f in formats] for k, v in stems.items()},
                           analysis=analysis)
     if push_wandb:
-        from analysis.publish import push_to_wandb
-
         result.wandb_run_dir = push_to_wandb(result, wandb_path=wandb_path, group=group)
     return result
 

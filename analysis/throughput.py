@@ -15,22 +15,24 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import RunSet
+from harness.runformat import (
+    COMPUTE_IMG_PER_S,
+    CONFIG_TO_RUN,
+    DATA_WAIT_SHARE,
+    EPOCH_S,
+    GPUS_FROM_CONFIG,
+    IMG_PER_S,
+    STEP_S,
+)
 
 # Columns that identify a configuration (apart from config keys that vary).
 IDENTITY = ["workload", "strategy", "nodes", "gpus", "batch_size_per_gpu", "global_batch"]
 # Config keys that say how a run was recorded or named, not what was measured.
 IGNORED_PREFIXES = ("SEED", "RUN_NAME", "OUTPUT_DIR", "SWEEP", "LOG.", "CHECKPOINT.", "FAULT.")
 # Config keys already represented by an identity column.
-MAPPED_KEYS = {"TASK": "workload", "DIST.STRATEGY": "strategy", "DIST.GPUS": "gpus",
-               "DIST.NODES": "nodes", "TRAIN.BATCH_SIZE_PER_GPU": "batch_size_per_gpu"}
+MAPPED_KEYS = {*(key for key, name in CONFIG_TO_RUN.items() if name in IDENTITY), *GPUS_FROM_CONFIG}
 UNSET = "<unset>"
 NO_STEADY = "no-steady-state"
-
-IMG_PER_S = "throughput/img_per_s"
-COMPUTE_IMG_PER_S = "throughput/compute_img_per_s"
-DATA_WAIT_SHARE = "time/data_wait_share"
-STEP_S = "time/step_s"
-EPOCH_S = "time/epoch_s"
 
 
 def run_throughput(runset: RunSet) -> pd.DataFrame:

@@ -15,32 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from analysis.load import (
-    IDENTITY_DEFAULTS,
-    AnalysisError,
-    RunSet,
-    empty_runs,
-    finish_row,
-    first_line,
-    flatten,
-    records_frame,
-)
+from analysis.common import AnalysisError, default_cache_dir
+from analysis.load import IDENTITY_DEFAULTS, RunSet, empty_runs, finish_row, first_line, records_frame
+from harness import runformat as rf
+from harness.runformat import flatten
 
 # W&B run states -> run-format states.
-STATES = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "cancelled",
-          "running": "running", "pending": "pending", "preempted": "preempted"}
+STATES = {"finished": rf.COMPLETED, "failed": rf.FAILED, "crashed": rf.FAILED, "killed": rf.CANCELLED,
+          "running": rf.RUNNING, "pending": rf.PENDING, "preempted": rf.PREEMPTED}
 FINAL_STATES = {"finished", "failed", "crashed", "killed"}
 # Used only when a run's config does not say which metric is primary.
 PRIMARY_BY_WORKLOAD = {"fer": ("val/accuracy", True), "pose": ("val/AP", True)}
-# Identity fields derived from config keys when the run's config has no run.json copy.
-FROM_CONFIG = {"workload": "TASK", "strategy": "DIST.STRATEGY", "nodes": "DIST.NODES",
-               "batch_size_per_gpu": "TRAIN.BATCH_SIZE_PER_GPU", "grad_accum": "TRAIN.GRAD_ACCUM",
-               "seed": "SEED", "sweep": "SWEEP", "model": "MODEL.NAME"}
-CACHE_ENV = "HARNESS_CACHE"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "harness-analysis")
 
 
 def load_wandb(path: str, group: str | None = None, cache_dir: str | os.PathLike | None = None,
@@ -99,20 +84,18 @@ def _plain(value: Any) -> Any:
 def map_run(data: dict, path: str) -> tuple[dict, list[dict]]:
     """(row, records) in the run-directory form, from a cached W&B run."""
     config = data.get("config") or {}
-    flat = flatten(config)
+    flat = flatten(config, lists_as_tuples=True)
+    from_config = rf.run_fields_from_config(flat)
     identity = config.get("run") if isinstance(config.get("run"), dict) else {}
     row: dict[str, Any] = {"run_id": f"wandb:{path}/{data['id']}", "source": "wandb", "run_dir": "",
                            **IDENTITY_DEFAULTS, "run_name": data.get("name") or data["id"],
                            "wandb_group": data.get("group", ""), "wandb_id": data["id"]}
     for key in IDENTITY_DEFAULTS:
-        for source in (identity.get(key), flat.get(key), flat.get(f"derived/{key}"),
-                       flat.get(FROM_CONFIG.get(key, ""))):
+        for source in (identity.get(key), flat.get(key), flat.get(f"derived/{key}"), from_config.get(key)):
             if source is not None:
                 row[key] = source
                 break
-    if "gpus" not in identity and "gpus" not in flat:
-        gpus = int(flat.get("DIST.GPUS", 1) or 1)
-        row["gpus"] = 1 if row["strategy"] == "single" else max(1, gpus)
+    row["wandb_id"] = data["id"]  # the W&B run itself is the authority on its id
     summary = data.get("summary") or {}
     if not row["primary_metric"] and row["workload"] in PRIMARY_BY_WORKLOAD:
         row["primary_metric"], row["higher_is_better"] = PRIMARY_BY_WORKLOAD[row["workload"]]

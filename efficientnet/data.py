@@ -9,6 +9,7 @@ See docs/fer.md for the formats and split names.
 """
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,16 +19,14 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
-from efficientnet.transforms import FERAugment, augment, resize
+from efficientnet.defaults import CLASS_NAMES, FORMATS, NUM_CLASSES
+from efficientnet.transforms import FERAugment, augment_batch, keyed_noise, keyed_uniforms, resize
 
-CLASS_NAMES = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
-NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SIDE = 48
 NUM_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 USAGES = ("Training", "PublicTest", "PrivateTest")
-FORMATS = ("auto", "csv", "torchvision", "folder")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm")
 
 # Harness split names -> Kaggle Usage values. Raw Usage names and "A+B" unions also work.
@@ -177,6 +176,7 @@ def _read_csv(path: str, splits: Sequence[str], all_rows_are: str | None = None)
     if missing:
         raise FERDataError(f"{path}: missing column(s) {', '.join(missing)}; "
                            f"found {', '.join(frame.columns)}")
+    _check_truncated(path, frame, required)
     if all_rows_are:
         usage = pd.Series(np.full(len(frame), all_rows_are))
     else:
@@ -193,6 +193,24 @@ def _read_csv(path: str, splits: Sequence[str], all_rows_are: str | None = None)
         result[split] = FERArrays(images=parse_pixels(pixels[rows], rows, path),
                                   labels=_parse_labels(emotions[rows], rows, path), source=path)
     return result
+
+
+def _check_truncated(path: str, frame: pd.DataFrame, required: list[str]) -> None:
+    """A row with fewer fields than the header reads as empty strings; say it is truncated
+    (rather than, e.g., "unknown Usage ''"). Only rows with an empty value are re-read."""
+    empty = np.flatnonzero((frame[required] == "").any(axis=1).to_numpy())
+    if not len(empty):
+        return
+    wanted = {int(r) + 1: int(r) for r in empty}  # file line index (0 = header) -> row
+    with open(path, newline="") as f:
+        records = (fields for fields in csv.reader(f) if fields)  # pandas skips blank lines too
+        for index, fields in enumerate(records):
+            if index in wanted and len(fields) < len(frame.columns):
+                row = wanted[index]
+                raise FERDataError(f"{path}: {_where(row)} is truncated: it has {len(fields)} of the "
+                                   f"{len(frame.columns)} fields ({', '.join(frame.columns)})")
+            if index >= max(wanted):
+                return
 
 
 def _where(row: int) -> str:
@@ -378,16 +396,18 @@ def class_weights(labels: np.ndarray | torch.Tensor) -> torch.Tensor:
 class FERDataset(Dataset):
     """FER samples as ``{"input": uint8 1 x S x S, "target": int64 scalar, "index": int}``.
 
-    Key ``(epoch, index)``: a training view whose augmentation is drawn from
-    ``np.random.default_rng([seed, epoch, index])`` alone, so resumed runs and
-    any NUM_WORKERS see identical data. Key ``index`` (an int), or any key when
-    ``train`` is False: the plain image, resized to ``aug.image_size``.
-    The single channel is never repeated 3x here; the model takes 1 channel.
+    Key ``(epoch, index)``: a training view whose augmentation is a pure function of
+    (seed, epoch, index) (``keyed_uniforms``), so resumed runs and any NUM_WORKERS see
+    identical data. Key ``index`` (an int), or any key when ``train`` is False: the
+    plain image, resized to ``aug.image_size``. The DataLoader fetches a whole batch
+    through ``__getitems__``, which augments it with one warp call; one key at a time
+    gives the same views. The single channel is never repeated 3x here; the model
+    takes 1 channel.
     """
 
     def __init__(self, arrays: FERArrays, train: bool, aug: FERAugment, seed: int):
         if seed < 0:
-            raise ValueError(f"FERDataset seed must be >= 0 (it seeds numpy's SeedSequence), got {seed}")
+            raise ValueError(f"FERDataset seed must be >= 0 (it seeds the augmentation hash), got {seed}")
         self.arrays = arrays
         self.train = train
         self.aug = aug
@@ -401,20 +421,47 @@ class FERDataset(Dataset):
         return self.arrays.labels
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        if isinstance(key, tuple):
-            epoch, index = (int(k) for k in key)
-            augmented = self.train
-        else:
-            epoch, index, augmented = 0, int(key), False
-        if not 0 <= index < len(self):
-            raise IndexError(f"FER index {index} out of range for {len(self)} samples ({self.arrays.source})")
-        image = self.arrays.images[index]
-        if augmented:
-            image = augment(image, self.aug, np.random.default_rng([self.seed, epoch, index]))
-        else:
-            image = resize(image, self.aug.image_size)
-        return {
-            "input": torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).unsqueeze(0),
-            "target": torch.tensor(int(self.arrays.labels[index]), dtype=torch.int64),
-            "index": index,
-        }
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> FERBatch:
+        epochs = np.array([int(k[0]) if isinstance(k, tuple) else -1 for k in keys], dtype=np.int64)
+        indices = np.array([int(k[1]) if isinstance(k, tuple) else int(k) for k in keys], dtype=np.int64)
+        bad = (indices < 0) | (indices >= len(self))
+        if bad.any():
+            raise IndexError(f"FER index {int(indices[bad][0])} out of range for {len(self)} samples "
+                             f"({self.arrays.source})")
+        size = self.aug.image_size
+        out = np.empty((len(keys), size, size), dtype=np.uint8)
+        augmented = (epochs >= 0) & self.train
+        for epoch in np.unique(epochs[augmented]):  # one epoch per batch in practice
+            rows = np.flatnonzero(augmented & (epochs == epoch))
+            picked = indices[rows]
+            out[rows] = augment_batch(
+                self.arrays.images[picked], self.aug, keyed_uniforms(self.seed, int(epoch), picked),
+                lambda sub, e=int(epoch), p=picked: keyed_noise(self.seed, e, p[sub], size))
+        for row in np.flatnonzero(~augmented):
+            out[row] = resize(self.arrays.images[indices[row]], size)
+        return FERBatch(torch.from_numpy(out).unsqueeze(1),
+                        torch.from_numpy(self.arrays.labels[indices].astype(np.int64)), indices)
+
+    @staticmethod
+    def collate_fn(batch: Sequence[dict]) -> dict:
+        """The DataLoader's collate: a fetched :class:`FERBatch` is already one batch."""
+        return batch.collated() if isinstance(batch, FERBatch) else default_collate(batch)
+
+
+class FERBatch(Sequence):
+    """The items of one fetched batch, stored stacked: item ``i`` on demand (what
+    ``default_collate`` iterates), or the whole collated batch at no per-item cost."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, indices: np.ndarray):
+        self.inputs, self.targets, self.indices = inputs, targets, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:  # type: ignore[override]
+        return {"input": self.inputs[i], "target": self.targets[i], "index": int(self.indices[i])}
+
+    def collated(self) -> dict:
+        return {"input": self.inputs, "target": self.targets, "index": torch.from_numpy(self.indices)}

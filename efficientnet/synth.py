@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 
 from efficientnet.data import CLASS_NAMES, IMAGE_SIDE, NUM_CLASSES, USAGES
+from efficientnet.defaults import SYNTH_FORMATS
 
-SYNTH_FORMATS = ("csv", "folder", "torchvision")
 # Relative class frequencies (Angry ... Neutral): fewer Disgust, more Happy, as in the real set.
 CLASS_FREQUENCIES = np.array([1.0, 0.4, 1.0, 1.5, 1.1, 0.8, 1.1])
 # Decimal strings of 0..255, indexed by pixel value, to write csv rows without a per-pixel format call.
@@ -212,25 +212,7 @@ def write_fer_folders(root: str, images: np.ndarray, labels: np.ndarray, usages:
 
 
 # -------------------------------------------------------------------- CLI
-def add_cli(data_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``synth-fer`` to the ``harness data`` subcommands."""
-    parser = data_subparsers.add_parser(
-        "synth-fer", help="write a synthetic, learnable FER2013-like data set",
-        description="Write drawn 48x48 faces whose brows/mouth differ by class, in the Kaggle csv, "
-                    "torchvision or image-folder layout. Prints JSON with the DATASET.ROOT to use.")
-    parser.add_argument("out", metavar="OUT", help="output directory (created if missing)")
-    parser.add_argument("--n", type=int, required=True, help="total number of images (>= 14)")
-    parser.add_argument("--format", choices=SYNTH_FORMATS, default="csv", dest="fmt",
-                        help="csv: OUT/fer2013.csv; torchvision: OUT/fer2013/fer2013.csv; "
-                             "folder: OUT/train/<Class>/*.png and OUT/test/<Class>/*.png")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same images)")
-    parser.add_argument("--test-fraction", type=float, default=0.2,
-                        help="fraction of each class put in the test usages "
-                             "(half PublicTest, half PrivateTest)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set in OUT")
-    parser.set_defaults(func=run_synth_fer)
-
-
+# The parser is efficientnet.workload.add_data_cli (light); this runs the command.
 def run_synth_fer(args: argparse.Namespace) -> int:
     try:
         root = write_synthetic_fer(args.out, args.n, args.fmt, args.seed, args.test_fraction, args.overwrite)

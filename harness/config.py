@@ -11,18 +11,18 @@ from __future__ import annotations
 import ast
 import difflib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
 from yacs.config import CfgNode as CN
 
+from harness import runformat, yamlfiles
 from harness.defaults import _C, CHOICES
+from harness.errors import UserError
 
-BASE_KEY = "_BASE_"
 
-
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem; the message names the key and the file."""
 
 
@@ -33,59 +33,18 @@ def get_harness_defaults() -> CN:
 
 def get_cfg(task: str = "fer") -> CN:
     """A mutable clone of the harness defaults plus the workload's defaults."""
-    from harness.tasks import get_task
+    from harness.tasks import get_workload
 
     cfg = get_harness_defaults()
     cfg.TASK = task
-    get_task(task).add_config_defaults(cfg)
+    get_workload(task).add_config_defaults(cfg)
     return cfg
 
 
 # ---------------------------------------------------------------- YAML files
 def read_yaml_chain(path: str | os.PathLike) -> dict:
-    """The YAML at ``path`` merged over its ``_BASE_`` chain, as a plain dict."""
-    return _read_yaml_chain(os.path.abspath(os.fspath(path)), ())
-
-
-def read_yaml_mapping(path: str | os.PathLike, error: type[Exception] = ValueError,
-                      what: str = "config file", seen: tuple[str, ...] = ()) -> dict:
-    """A YAML file whose top level is a mapping; any problem raises ``error``
-    naming the file (and the file whose ``_BASE_`` named it, if ``seen``)."""
-    path = os.fspath(path)
-    if path in seen:
-        raise error(f"_BASE_ cycle: {' -> '.join(seen + (path,))}")
-    if not os.path.isfile(path):
-        where = f" (named as _BASE_ by {seen[-1]})" if seen else ""
-        raise error(f"{what} not found: {path}{where}")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise error(f"{what} {path}: invalid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise error(f"{what} {path}: top level must be a mapping, got {type(data).__name__}")
-    return data
-
-
-def _read_yaml_chain(path: str, seen: tuple[str, ...]) -> dict:
-    data = read_yaml_mapping(path, ConfigError, "config file", seen)
-    bases = data.pop(BASE_KEY, None)
-    if bases is None:
-        return data
-    merged: dict = {}
-    for base in [bases] if isinstance(bases, str) else list(bases):
-        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-        _deep_update(merged, _read_yaml_chain(os.path.normpath(base_path), seen + (path,)))
-    _deep_update(merged, data)
-    return merged
-
-
-def _deep_update(dst: dict, src: dict) -> None:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _deep_update(dst[k], v)
-        else:
-            dst[k] = v
+    """The run config at ``path`` merged over its ``_BASE_`` chain, as a plain dict."""
+    return yamlfiles.read_yaml_chain(path, ConfigError, "config file")
 
 
 # ------------------------------------------------------------------ merging
@@ -121,8 +80,15 @@ def _unknown_key(full_key: str, cfg: CN, source: str) -> ConfigError:
     return ConfigError(f"unknown config key '{full_key}' (from {source}).{hint}")
 
 
+# YAML 1.1's spellings of booleans, which yaml.safe_load accepts in files; the command
+# line accepts the same, so `LOG.WANDB.ENABLED false` means what it means in YAML.
+_YAML_BOOLS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
 def _coerce(full_key: str, new: Any, old: Any, source: str) -> Any:
     new = _decode(new)
+    if isinstance(old, bool) and isinstance(new, str) and new.lower() in _YAML_BOOLS:
+        return _YAML_BOOLS[new.lower()]
     if old is None or new is None:
         return new
     if isinstance(old, bool) or isinstance(new, bool):
@@ -230,7 +196,27 @@ def global_batch_size(cfg: CN) -> int:
 
 def device_count(cfg: CN) -> int:
     """Devices that share the global batch (at least 1)."""
-    return max(1, cfg.DIST.GPUS) if cfg.DIST.STRATEGY != "single" else 1
+    return runformat.device_count(cfg.DIST.STRATEGY, cfg.DIST.GPUS)
+
+
+# wandb's own spellings: "dryrun" is its old name for offline, "run" for online.
+_WANDB_MODE_ALIASES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
+                       "disabled": "disabled"}
+
+
+def resolve_wandb_mode(config_mode: str, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The W&B mode a run uses and where it came from: ``WANDB_MODE`` in the
+    environment, when set, overrides ``LOG.WANDB.MODE`` (so a cluster or a shell can
+    switch every run on or off without editing configs); else the config's mode."""
+    environ = os.environ if environ is None else environ
+    raw = (environ.get("WANDB_MODE") or "").strip()
+    if not raw:
+        return config_mode, "LOG.WANDB.MODE"
+    mode = _WANDB_MODE_ALIASES.get(raw.lower())
+    if mode is None:
+        raise ConfigError(f"environment variable WANDB_MODE is {raw!r}; choose one of online, offline, "
+                          "disabled (or unset it to use LOG.WANDB.MODE)")
+    return mode, "WANDB_MODE"
 
 
 def default_run_name(cfg: CN) -> str:
@@ -245,7 +231,7 @@ def load_config(path: str | os.PathLike | None = None, opts: Iterable[str] = (),
     The workload is ``TASK`` from the overrides, else from the YAML, else the
     workload that recognises the file (official HRNet files name no TASK).
     """
-    from harness.tasks import get_task, task_for_raw_config
+    from harness.tasks import get_workload, task_for_raw_config
 
     opts = list(opts)
     source = os.fspath(path) if path is not None else "defaults"
@@ -256,7 +242,7 @@ def load_config(path: str | os.PathLike | None = None, opts: Iterable[str] = (),
         raise ConfigError(f"config key 'TASK' (from {source}) is {task_name!r}; "
                           f"choose one of {', '.join(_task_names())}")
     cfg.TASK = task_name
-    task = get_task(task_name)
+    task = get_workload(task_name)
     task.add_config_defaults(cfg)
     explicit: set[str] = set()
     merge_dict(cfg, raw, source, explicit)
@@ -279,9 +265,9 @@ def _task_from_opts(opts: list[str]) -> str | None:
 
 
 def _task_names() -> list[str]:
-    from harness.tasks import TASKS
+    from harness.tasks import WORKLOADS
 
-    return sorted(TASKS)
+    return sorted(WORKLOADS)
 
 
 def config_to_dict(cfg: CN) -> dict:
@@ -297,16 +283,7 @@ def config_to_dict(cfg: CN) -> dict:
 
 def flatten_config(cfg: CN) -> dict[str, Any]:
     """``{"TRAIN.LR": 0.1, ...}``: the form W&B and analysis tables use."""
-    flat: dict[str, Any] = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for k, v in node.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                flat[f"{prefix}{k}"] = v
-    walk(config_to_dict(cfg), "")
-    return flat
+    return runformat.flatten(config_to_dict(cfg))
 
 
 def dump_config(cfg: CN, path: str | os.PathLike) -> None:

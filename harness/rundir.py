@@ -8,26 +8,36 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from yacs.config import CfgNode as CN
 
-STATES = ("pending", "running", "completed", "failed", "preempted", "cancelled")
+from harness.runformat import STATES, STATUS_JSON
 
 
 def run_dir_for(cfg: CN) -> Path:
     return Path(cfg.OUTPUT_DIR) / cfg.RUN_NAME
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename: readers never see a torn file."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes,
+                       midway: Callable[[], None] | None = None) -> None:
+    """Temp file in the same directory, fsync, rename: readers never see a torn file.
+    ``midway`` (fault injection) runs once half of ``data`` is on disk."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            if midway is not None:
+                f.write(data[:len(data) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+                midway()
+                data = data[len(data) // 2:]
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -65,20 +75,26 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
 
 
 def read_status(run_dir: str | os.PathLike) -> dict:
-    return read_json(Path(run_dir) / "status.json", default={}) or {}
+    return read_json(Path(run_dir) / STATUS_JSON, default={}) or {}
 
 
-def write_status(run_dir: str | os.PathLike, **fields: Any) -> dict:
-    """Merge ``fields`` into status.json atomically and stamp the heartbeat."""
+_STATUS_LOCK = threading.Lock()  # the heartbeat thread and the training loop both merge into status.json
+
+
+def write_status(run_dir: str | os.PathLike, heartbeat: bool = True, **fields: Any) -> dict:
+    """Merge ``fields`` into status.json atomically; ``heartbeat`` stamps the run's
+    progress time (the launcher's own notes pass False)."""
     if "state" in fields and fields["state"] not in STATES:
         raise ValueError(f"unknown run state {fields['state']!r}; one of {STATES}")
-    status = read_status(run_dir)
-    now = time.time()
-    status.update(fields)
-    status.setdefault("started_at", now)
-    status["heartbeat"] = now
-    status["updated_at"] = now
-    atomic_write_json(Path(run_dir) / "status.json", status)
+    with _STATUS_LOCK:
+        status = read_status(run_dir)
+        now = time.time()
+        status.update(fields)
+        if heartbeat:
+            status.setdefault("started_at", now)
+            status["heartbeat"] = now
+        status["updated_at"] = now
+        atomic_write_json(Path(run_dir) / STATUS_JSON, status)
     return status
 
 

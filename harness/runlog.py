@@ -15,6 +15,7 @@ from typing import Any
 
 from harness import distributed as du
 from harness.rundir import write_status
+from harness.runformat import DISCARDED_JSONL, METRICS_JSONL, TRAIN_LOG
 
 log = logging.getLogger("harness")
 
@@ -30,7 +31,7 @@ def setup_text_logging(run_dir: Path | None, main: bool) -> None:
     log.addHandler(console)
     if main and run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(run_dir / "train.log")
+        fh = logging.FileHandler(run_dir / TRAIN_LOG)
         fh.setFormatter(fmt)
         log.addHandler(fh)
 
@@ -93,7 +94,7 @@ class RunLogger:
     def __init__(self, run_dir: Path, primary_metric: str, higher_is_better: bool):
         self.main = du.is_main()
         self.run_dir = run_dir
-        self.metrics_path = run_dir / "metrics.jsonl"
+        self.metrics_path = run_dir / METRICS_JSONL
         self.primary = primary_metric
         self.higher_is_better = higher_is_better
         self.wandb = WandbSink()
@@ -121,7 +122,7 @@ class RunLogger:
             if rec.get("kind") == "val" and rec.get("step", 0) <= step:
                 self._track_best(rec.get(self.primary))
         if drop:
-            with open(self.run_dir / "metrics.discarded.jsonl", "a") as f:
+            with open(self.run_dir / DISCARDED_JSONL, "a") as f:
                 f.write("\n".join(drop) + "\n")
             from harness.rundir import atomic_write_text
 

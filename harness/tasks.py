@@ -10,21 +10,62 @@ Batches are dicts of tensors. Datasets index with ``(epoch, index)`` keys (see
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import torch
-from torch import nn
-from torch.utils.data import Dataset
 from yacs.config import CfgNode as CN
 
-# Workload name -> "module:Class". Imported by name; never eval'd.
+if TYPE_CHECKING:  # torch is imported by the workloads' training side, not by the registry
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+# The registry: the only place the engine names its workloads. Imported by name; never eval'd.
+# Workload name -> "module:Class" of its Task (the training side; imports torch).
 TASKS: dict[str, str] = {
     "fer": "efficientnet.task:FERTask",
     "pose": "hrnet.task:PoseTask",
 }
+# Workload name -> its light module (a Workload): config hooks and ``harness data`` subcommands,
+# importable without torch, so that loading configs, planning sweeps and building the CLI stay light.
+WORKLOADS: dict[str, str] = {
+    "fer": "efficientnet.workload",
+    "pose": "hrnet.workload",
+}
+
+
+class Workload(Protocol):
+    """What a module named in WORKLOADS provides."""
+
+    #: Its name in TASKS and WORKLOADS (the config's TASK).
+    NAME: str
+    #: Key of Evaluator.evaluate()'s result that analysis treats as the headline.
+    PRIMARY_METRIC: str
+    #: Whether a larger primary metric is better.
+    HIGHER_IS_BETTER: bool
+
+    def add_config_defaults(self, cfg: CN) -> None:
+        """Add this workload's blocks/keys to a clone of the harness defaults."""
+
+    def recognizes(self, raw: dict) -> bool:
+        """Whether a YAML dict that names no TASK is a config of this workload."""
+
+    def finalize_config(self, cfg: CN, explicit: set[str]) -> None:
+        """Map legacy/official keys onto harness keys. ``explicit``: keys the
+        YAML or command line set (full dotted names)."""
+
+    def validate_config(self, cfg: CN) -> None:
+        """Raise harness.config.ConfigError naming the key on a bad value."""
+
+    def add_data_cli(self, data_subparsers: argparse._SubParsersAction) -> None:
+        """Add this workload's ``harness data`` subcommands (heavy imports only inside them)."""
+
+    def summarize_data(self, cfg: CN) -> dict[str, Any]:
+        """The split sizes and counts ``harness data summary`` prints as JSON."""
 
 
 class Evaluator(ABC):
@@ -48,37 +89,18 @@ class Evaluator(ABC):
 
 
 class Task(ABC):
-    """One workload. Subclasses are stateless apart from the frozen config."""
+    """One workload's training side. Subclasses are stateless apart from the frozen config;
+    their configuration hooks live in the light Workload module (WORKLOADS)."""
 
-    #: Name in TASKS.
+    #: Name in TASKS (the Workload's NAME).
     name: str = ""
-    #: Key of Evaluator.evaluate()'s result that analysis treats as the headline.
+    #: The Workload's PRIMARY_METRIC.
     primary_metric: str = ""
-    #: Whether a larger primary metric is better.
+    #: The Workload's HIGHER_IS_BETTER.
     higher_is_better: bool = True
 
     def __init__(self, cfg: CN):
         self.cfg = cfg
-
-    # ---- configuration (classmethods: called before a config exists)
-    @classmethod
-    @abstractmethod
-    def add_config_defaults(cls, cfg: CN) -> None:
-        """Add this workload's blocks/keys to a clone of the harness defaults."""
-
-    @classmethod
-    def recognizes(cls, raw: dict) -> bool:
-        """Whether a YAML dict that names no TASK is a config of this workload."""
-        return False
-
-    @classmethod
-    def finalize_config(cls, cfg: CN, explicit: set[str]) -> None:
-        """Map legacy/official keys onto harness keys. ``explicit``: keys the
-        YAML or command line set (full dotted names)."""
-
-    @classmethod
-    def validate_config(cls, cfg: CN) -> None:
-        """Raise harness.config.ConfigError naming the key on a bad value."""
 
     # ---- building blocks
     @abstractmethod
@@ -103,6 +125,12 @@ class Task(ABC):
     def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
         """Mean loss over the batch (a scalar tensor)."""
 
+    def train_metrics(self, outputs: Any, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-step training metrics as 0-dim device tensors, batch means (e.g. ``{"acc": ...}``,
+        logged as ``train/acc``). Never call ``.item()`` here: the trainer sums them on the
+        device and synchronises only when it writes a record. Called under ``no_grad``."""
+        return {}
+
     def eval_forward(self, model: nn.Module, batch: dict[str, Any]) -> Any:
         """Outputs for validation (e.g. flip test); defaults to ``forward``."""
         return self.forward(model, batch)
@@ -111,6 +139,8 @@ class Task(ABC):
                       channels_last: bool = False) -> dict[str, Any]:
         """Move tensors to the device; uint8 images become normalised floats here,
         on the device, so the loader ships 4x fewer bytes."""
+        import torch
+
         out = {}
         for k, v in batch.items():
             if isinstance(v, torch.Tensor):
@@ -142,9 +172,18 @@ def get_task(name: str) -> type[Task]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def get_workload(name: str) -> Workload:
+    """The light Workload module registered under ``name``."""
+    try:
+        module: ModuleType = importlib.import_module(WORKLOADS[name])
+    except KeyError:
+        raise KeyError(f"unknown TASK {name!r}; choose one of {', '.join(sorted(WORKLOADS))}") from None
+    return cast(Workload, module)
+
+
 def task_for_raw_config(raw: dict) -> str:
     """The workload a YAML with no TASK key belongs to (default: fer)."""
-    for name in TASKS:
-        if get_task(name).recognizes(raw):
+    for name in WORKLOADS:
+        if get_workload(name).recognizes(raw):
             return name
     return "fer"

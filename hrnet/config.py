@@ -16,7 +16,8 @@ from typing import Any
 from yacs.config import CfgNode as CN
 
 from harness.config import ConfigError
-from hrnet.defaults import STAGE_KEYS, STAGES, add_pose_defaults
+from harness.runformat import device_count
+from hrnet.defaults import BLOCK_NAMES, MODEL_NAMES, STAGE_KEYS, STAGES, add_pose_defaults
 
 FUSE_METHODS = ("SUM",)
 TARGET_TYPES = ("gaussian",)
@@ -97,8 +98,7 @@ def _fold_data_dir(cfg: CN) -> None:
 
 
 def _mirror_official_keys(cfg: CN) -> None:
-    devices = cfg.DIST.GPUS if cfg.DIST.STRATEGY != "single" else 1
-    cfg.GPUS = tuple(range(max(1, devices)))
+    cfg.GPUS = tuple(range(device_count(cfg.DIST.STRATEGY, cfg.DIST.GPUS)))
     cfg.WORKERS = cfg.DATA.NUM_WORKERS
     cfg.PIN_MEMORY = cfg.DATA.PIN_MEMORY
     cfg.PRINT_FREQ = cfg.LOG.EVERY_N_STEPS
@@ -150,12 +150,10 @@ def _validate_stage(extra: CN, stage: str, block_names: Sequence[str]) -> None:
 
 def validate_pose_config(cfg: CN) -> None:
     """Raise ConfigError naming the key for a bad pose value."""
-    # The registries live with the model; imported here to keep config import light.
-    from hrnet.model import BLOCKS, MODELS
-
     m = cfg.MODEL
-    if m.NAME not in MODELS:
-        raise ConfigError(f"config key 'MODEL.NAME' is {m.NAME!r}; choose one of {', '.join(sorted(MODELS))}")
+    if m.NAME not in MODEL_NAMES:
+        raise ConfigError(f"config key 'MODEL.NAME' is {m.NAME!r}; "
+                          f"choose one of {', '.join(sorted(MODEL_NAMES))}")
     if m.TARGET_TYPE not in TARGET_TYPES:
         raise ConfigError(f"config key 'MODEL.TARGET_TYPE' is {m.TARGET_TYPE!r}; "
                           f"choose one of {', '.join(TARGET_TYPES)}")
@@ -168,7 +166,7 @@ def validate_pose_config(cfg: CN) -> None:
         raise ConfigError(f"config key 'MODEL.HEATMAP_SIZE' {heatmap} must be MODEL.IMAGE_SIZE {image} / "
                           f"{HEATMAP_STRIDE} on both axes (pose_hrnet predicts at stride {HEATMAP_STRIDE})")
     extra = m.EXTRA
-    block_names = sorted(BLOCKS)
+    block_names = sorted(BLOCK_NAMES)
     for stage in STAGES:
         _validate_stage(extra, stage, block_names)
     # Each extra branch halves the resolution and the fuse layers upsample by
@@ -207,12 +205,10 @@ def validate_pose_config(cfg: CN) -> None:
 
 def recognizes(raw: dict) -> bool:
     """Whether a raw YAML dict that names no TASK is a pose (official HRNet) config."""
-    from hrnet.model import MODELS
-
     model, dataset = raw.get("MODEL"), raw.get("DATASET")
     name = model.get("NAME") if isinstance(model, dict) else None
     kind = dataset.get("DATASET") if isinstance(dataset, dict) else None
-    return name in MODELS or kind == "coco"
+    return name in MODEL_NAMES or kind == "coco"
 
 
 def apply_cudnn_settings(cfg: CN) -> None:

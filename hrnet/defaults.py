@@ -11,6 +11,10 @@ from yacs.config import CfgNode as CN
 # Keys every STAGE2/3/4 block of MODEL.EXTRA must set.
 STAGE_KEYS = ("NUM_MODULES", "NUM_BRANCHES", "BLOCK", "NUM_BLOCKS", "NUM_CHANNELS", "FUSE_METHOD")
 STAGES = ("STAGE2", "STAGE3", "STAGE4")
+# MODEL.NAME values (the keys of hrnet.model.MODELS) and MODEL.EXTRA.STAGEn.BLOCK values (the keys
+# of hrnet.blocks.BLOCKS), named here so that loading and validating a config never imports torch.
+MODEL_NAMES = ("pose_hrnet",)
+BLOCK_NAMES = ("BASIC", "BOTTLENECK")
 
 
 def _stage_schema() -> CN:
@@ -120,6 +124,9 @@ def add_pose_defaults(cfg: CN) -> None:
     cfg.DATASET.HYBRID_JOINTS_TYPE = ""
     # Official: drop training samples whose keypoints fit the box poorly.
     cfg.DATASET.SELECT_DATA = False
+    # Harness: train on a fixed subset of this many person crops, drawn by SEED (every epoch the
+    # same crops, reshuffled), like the DataParallel study's subset; 0 uses them all.
+    cfg.DATASET.SUBSET = 0
     # Random horizontal flip (with left/right joint swap) in training.
     cfg.DATASET.FLIP = True
     # Random scale in [1 - f, 1 + f] (clipped at 2 sigma).

@@ -244,39 +244,8 @@ def generate(out_dir: str, spec: SynthSpec) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------- CLI
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size must look like 128x128 (WxH), got {text!r}") from None
-    if w < 32 or h < 32:
-        raise argparse.ArgumentTypeError(f"--size must be at least 32x32, got {text!r}")
-    return w, h
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def add_cli(data_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``synth-coco`` to the ``harness data`` subcommands."""
-    parser = data_subparsers.add_parser(
-        "synth-coco", help="write a synthetic COCO keypoints set (stick figures)",
-        description="Write synthetic COCO keypoint annotations, images and detection results.")
-    parser.add_argument("out", metavar="OUT", help="output directory (DATASET.ROOT for training)")
-    parser.add_argument("--images", type=_positive, required=True, help="number of training images")
-    parser.add_argument("--val-images", type=_positive, default=None,
-                        help="number of validation images (default: a quarter of --images, at least 1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the whole set")
-    parser.add_argument("--size", type=_parse_size, default=(128, 128),
-                        help="image size WxH (default 128x128)")
-    parser.set_defaults(func=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
+def run_synth_coco(args: argparse.Namespace) -> int:
+    """``harness data synth-coco`` (the parser is hrnet.workload.add_data_cli)."""
     val_images = args.val_images if args.val_images is not None else max(1, args.images // 4)
     spec = SynthSpec(train_images=args.images, val_images=val_images, seed=args.seed,
                      width=args.size[0], height=args.size[1])

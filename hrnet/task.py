@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from yacs.config import CfgNode as CN
 
 from harness.tasks import Evaluator, Task
-from hrnet import config as pose_config
+from hrnet import workload
 from hrnet.coco import COCOKeypoints
 from hrnet.evaluation import PoseEvaluator
 from hrnet.inference import flip_test
@@ -24,29 +24,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class PoseTask(Task):
     """Top-down HRNet keypoint estimation on COCO-format data, scored by COCO AP."""
 
-    name = "pose"
-    primary_metric = "AP"
-    higher_is_better = True
+    name = workload.NAME
+    primary_metric = workload.PRIMARY_METRIC
+    higher_is_better = workload.HIGHER_IS_BETTER
 
     def __init__(self, cfg: CN):
         super().__init__(cfg)
         self.criterion = build_loss(cfg.LOSS.USE_TARGET_WEIGHT, cfg.LOSS.USE_OHKM, cfg.LOSS.TOPK)
-
-    @classmethod
-    def add_config_defaults(cls, cfg: CN) -> None:
-        pose_config.add_pose_defaults(cfg)
-
-    @classmethod
-    def recognizes(cls, raw: dict) -> bool:
-        return pose_config.recognizes(raw)
-
-    @classmethod
-    def finalize_config(cls, cfg: CN, explicit: set[str]) -> None:
-        pose_config.finalize_pose_config(cfg, explicit)
-
-    @classmethod
-    def validate_config(cls, cfg: CN) -> None:
-        pose_config.validate_pose_config(cfg)
 
     def build_model(self) -> nn.Module:
         from hrnet.model import build_model

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from efficientnet.data import CLASS_NAMES, class_counts, load_fer_split
-from efficientnet.synth import add_cli, class_sample_counts, synthetic_fer_arrays, write_synthetic_fer
+from efficientnet.synth import class_sample_counts, synthetic_fer_arrays, write_synthetic_fer
+from efficientnet.workload import add_data_cli
 
 
 def test_same_seed_same_images_other_seed_other_images():
@@ -101,7 +102,7 @@ def data_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness")
     commands = parser.add_subparsers(dest="command", required=True)
     data = commands.add_parser("data", help="data tools")
-    add_cli(data.add_subparsers(dest="data_command", required=True))
+    add_data_cli(data.add_subparsers(dest="data_command", required=True))
     return parser
 
 

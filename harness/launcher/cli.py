@@ -10,9 +10,9 @@ from harness.launcher.status import DEFAULT_LOST_AFTER_S
 
 
 def _errors() -> tuple[type[BaseException], ...]:
+    from harness.launcher.job_state import SchedulerError
     from harness.launcher.manifest import ManifestError
     from harness.launcher.profiles import ProfileError
-    from harness.launcher.job_state import SchedulerError
     from harness.launcher.spec import SpecError
 
     return (SpecError, ProfileError, ManifestError, SchedulerError, ValueError)
@@ -34,8 +34,8 @@ def _final_code(rows: list[Any]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.launcher.sweep_ops import launch_sweep, wait_for_sweep
     from harness.launcher.status import format_table, summary_line
+    from harness.launcher.sweep_ops import launch_sweep, wait_for_sweep
 
     sweep_dir = launch_sweep(args.spec, backend=args.backend, cluster=args.cluster, root=args.root,
                              dry_run=args.dry_run, force=args.force)
@@ -144,7 +144,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     resub.add_argument("--cluster", default=None, help="cluster profile (default: the one the sweep used)")
     resub.set_defaults(func=_guard(cmd_resubmit))
 
-    cancel = subparsers.add_parser("cancel", help="cancel runs of a sweep (all unfinished runs by default)")
+    cancel = subparsers.add_parser(
+        "cancel", help="cancel runs of a sweep (all unfinished runs by default)",
+        description="Cancel the named runs of a sweep, or every run that is not completed. Slurm jobs get "
+                    "scancel; local runs get SIGTERM (they checkpoint at the current step) and SIGKILL after "
+                    "20 s. Each run's status.json then says cancelled; `harness resubmit SWEEP_DIR` (--only "
+                    "unfinished) continues them from their checkpoints.")
     cancel.add_argument("sweep_dir", help="sweep directory (holds manifest.json)")
     cancel.add_argument("runs", nargs="*", help="runs to cancel (default: every run not completed)")
     cancel.set_defaults(func=_guard(cmd_cancel))

@@ -11,8 +11,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from submitit.slurm.slurm import read_job_id
-
 # Scheduler states in which the job may still run (or run again).
 ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
          "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "PREEMPTED"}
@@ -42,6 +40,10 @@ def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
 
 def _expand(job_field: str) -> list[str]:
     """``123_[2-4%2]`` -> 123_2, 123_3, 123_4; ``123_5`` -> 123_5; ``123`` -> 123."""
+    # submitit's parser of sacct's job field; imported here because it costs 0.3 s and
+    # `harness status` of a local sweep never needs it.
+    from submitit.slurm.slurm import read_job_id
+
     ids = []
     for parts in read_job_id(job_field):
         if len(parts) == 3:

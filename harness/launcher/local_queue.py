@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.launcher.manifest import locked, read_manifest, record_submission, run_dir, updating
 from harness.launcher.job_state import LOCAL_PREFIX, LOCAL_QUEUE_PREFIX
+from harness.launcher.manifest import locked, read_manifest, record_submission, run_dir, updating
 from harness.rundir import read_status, write_status
+from harness.runformat import TRAIN_LOG, devices_from_config
 
 POLL_S = 0.5
 
@@ -44,8 +45,7 @@ def queue_job_id(pid: int) -> str:
 
 
 def gpus_needed(run: dict[str, Any]) -> int:
-    config = run["config"]
-    return 1 if config["DIST.STRATEGY"] == "single" else max(1, int(config["DIST.GPUS"]))
+    return devices_from_config(run["config"])
 
 
 def visible_gpus() -> list[str]:
@@ -81,7 +81,7 @@ def _start(sweep_dir: Path, name: str, gpus: list[str]) -> subprocess.Popen:
     env = dict(os.environ)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-    with open(directory / "train.log", "ab") as log:
+    with open(directory / TRAIN_LOG, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.run_one", str(sweep_dir), name],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True, close_fds=True)
@@ -97,7 +97,7 @@ def _finished(sweep_dir: Path, name: str, returncode: int) -> None:
     state = read_status(directory).get("state")
     _log(f"finished {name} exit {returncode} state {state}")
     if returncode != 0 and state in (None, "pending", "running"):
-        log = directory / "train.log"
+        log = directory / TRAIN_LOG
         text = log.read_text(errors="replace") if log.is_file() else ""
         lines = [x for x in text.splitlines() if x.strip()]
         tail = lines[-1] if lines else ""

@@ -15,14 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UserError
 from harness.launcher.spec import RunPlan, SweepSpec
 from harness.rundir import atomic_write_json, read_json
+from harness.runformat import MANIFEST_JSON
 
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_JSON
 VERSION = 1
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A sweep directory without a (readable) manifest, or a conflicting re-run."""
 
 

@@ -15,10 +15,13 @@ from typing import Any
 from yacs.config import CfgNode as CN
 
 import harness
-from harness.config import read_yaml_mapping
+from harness.errors import UserError
+from harness.launcher.shell_safety import check_profile_fields, check_python
+from harness.runformat import device_count
+from harness.yamlfiles import read_yaml_mapping
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError, ValueError):
     """A cluster profile problem; the message names the file and the key."""
 
 
@@ -88,17 +91,29 @@ def profile_from_dict(data: dict[str, Any], source: str, name: str = "") -> Clus
     for key in _STR_KEYS:
         if data.get(key) is not None:
             values[key] = str(data[key])
+    if not values["name"]:
+        raise ProfileError(f"{source}: profile needs a 'name'")
+    _script_fields(data, values, source)
+    return ClusterProfile(**values)
+
+
+def _script_fields(data: dict[str, Any], values: dict[str, Any], source: str) -> None:
+    """setup, additional_parameters and python: fields pasted into the sbatch script,
+    checked against injection (see shell_safety)."""
+    def fail(message: str) -> ProfileError:
+        return ProfileError(f"{source}: {message}")
+
     setup = data.get("setup") or []
     if not isinstance(setup, list) or not all(isinstance(s, str) for s in setup):
-        raise ProfileError(f"{source}: profile key 'setup' must be a list of shell lines")
+        raise fail("profile key 'setup' must be a list of shell lines")
     values["setup"] = tuple(setup)
     extra = data.get("additional_parameters") or {}
     if not isinstance(extra, dict):
-        raise ProfileError(f"{source}: profile key 'additional_parameters' must be a mapping")
+        raise fail("profile key 'additional_parameters' must be a mapping")
     values["additional_parameters"] = dict(extra)
-    if not values["name"]:
-        raise ProfileError(f"{source}: profile needs a 'name'")
-    return ClusterProfile(**values)
+    check_profile_fields(values, fail)
+    if values.get("python"):
+        values["python"] = check_python("profile key 'python'", values["python"], fail)
 
 
 def load_profile(name_or_path: str | os.PathLike) -> ClusterProfile:
@@ -168,7 +183,7 @@ def shape_for(cfg: CN, profile: ClusterProfile, run_name: str = "",
         gpus_per_node = tasks_per_node if gpn else 0
     else:
         nodes, tasks_per_node = 1, 1
-        wanted = 1 if strategy == "single" else gpus
+        wanted = device_count(strategy, gpus)
         if gpn and wanted > gpn:
             raise ProfileError(f"{who}: {strategy} needs {wanted} GPUs on one node but profile "
                                f"'{profile.name}' has gpus_per_node {gpn}; exclude it or use ddp")

@@ -1,19 +1,17 @@
 """``python -m harness.launcher.run_one SWEEP_DIR RUN``: train one run of a sweep
-in this process tree (ddp on one machine spawns its local processes), the way
-``harness train`` would. The local backend starts one of these per run."""
+in this process tree (ddp on one machine spawns its local processes) through the same
+path as ``harness train`` (``harness.cli.train_config``). The local backend starts one
+of these per run."""
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 
-EXIT_PREEMPTED = 3  # same code as `harness train` for a run that stopped early
-
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from harness.cli import train_config
     from harness.config import load_config
-    from harness.spawn import launch, needs_spawn
     from harness.launcher.manifest import read_manifest
-    from harness.preemption import install_signal_handlers
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
@@ -24,12 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in runs:
         print(f"run {name!r} is not in {sweep_dir}/manifest.json", file=sys.stderr)
         return 2
-    cfg = load_config(runs[name]["base"], runs[name]["opts"])
-    if not needs_spawn(cfg):
-        install_signal_handlers()
-    state = launch(cfg, resume="auto")
-    print(f"run {state}: {cfg.OUTPUT_DIR}/{cfg.RUN_NAME}", flush=True)
-    return 0 if state == "completed" else EXIT_PREEMPTED
+    return train_config(load_config(runs[name]["base"], runs[name]["opts"]), resume="auto")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.launcher.job import SweepRun
-from harness.launcher.profiles import ClusterProfile, Shape
 from harness.launcher.job_state import SchedulerError
+from harness.launcher.profiles import ClusterProfile, Shape
 
 
 @dataclass

@@ -10,36 +10,32 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from yacs.config import CfgNode as CN
 
-from harness.config import (
-    BASE_KEY,
-    ConfigError,
-    device_count,
-    flatten_config,
-    get_cfg,
-    global_batch_size,
-    load_config,
-    read_yaml_mapping,
-)
-from harness.launcher.naming import opt_value, run_name, short_name
+from harness.config import ConfigError, device_count, flatten_config, get_cfg, global_batch_size, load_config
+from harness.errors import UserError
+from harness.launcher.naming import check_sweep_set_keys, opt_value, run_name, short_name
 from harness.launcher.profiles import ClusterProfile, ProfileError, Shape, nodes_needed, shape_for
+from harness.runformat import CONFIG_TO_RUN, flatten
+from harness.runformat import device_count as devices_for
+from harness.yamlfiles import read_yaml_chain
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A sweep spec problem; the message names the spec file and the key."""
 
 
-# Grid shorthands -> config keys.
+# Grid shorthands -> config keys: run.json's names for the keys a scaling grid varies. ``gpus``
+# is DIST.GPUS here (run.json's ``gpus`` is the device count derived from it).
 SHORTHANDS = {
-    "strategy": "DIST.STRATEGY",
+    **{name: key for key, name in CONFIG_TO_RUN.items()
+       if name in ("strategy", "nodes", "batch_size_per_gpu")},
     "gpus": "DIST.GPUS",
-    "nodes": "DIST.NODES",
-    "batch_size_per_gpu": "TRAIN.BATCH_SIZE_PER_GPU",
 }
 # Grid keys that are not config keys but derive one.
 GLOBAL_BATCH = "global_batch"
@@ -99,53 +95,44 @@ def _as_list(value: Any) -> list[Any]:
 def load_spec(path: str | os.PathLike) -> SweepSpec:
     """Read and validate a spec file (with its ``_BASE_`` chain)."""
     path = os.path.abspath(os.fspath(path))
-    return spec_from_dict(_read_spec_chain(path, ()), path)
+    return spec_from_dict(read_yaml_chain(path, SpecError, "sweep spec", prepare=_resolve_base), path)
 
 
-def _read_spec_chain(path: str, seen: tuple[str, ...]) -> dict[str, Any]:
-    """Like run configs' ``_BASE_``, but each file's relative ``base`` is
-    resolved against that file's own directory before merging."""
-    data = read_yaml_mapping(path, SpecError, "sweep spec", seen)
+def _resolve_base(data: dict[str, Any], file: str) -> None:
+    """Each spec file's relative ``base`` is resolved against that file's own directory
+    before the ``_BASE_`` chain is merged."""
     if isinstance(data.get("base"), str) and not os.path.isabs(data["base"]):
-        data["base"] = os.path.normpath(os.path.join(os.path.dirname(path), data["base"]))
-    parents = data.pop(BASE_KEY, None)
-    if parents is None:
-        return data
-    merged: dict[str, Any] = {}
-    for parent in [parents] if isinstance(parents, str) else list(parents):
-        parent_path = parent if os.path.isabs(parent) else os.path.join(os.path.dirname(path), parent)
-        _deep_update(merged, _read_spec_chain(os.path.normpath(parent_path), seen + (path,)))
-    _deep_update(merged, data)
-    return merged
+        data["base"] = os.path.normpath(os.path.join(os.path.dirname(file), data["base"]))
 
 
-def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
-    for key, value in src.items():
-        if isinstance(value, dict) and isinstance(dst.get(key), dict):
-            _deep_update(dst[key], value)
-        else:
-            dst[key] = value
+# ------------------------------------------------------------ key parsers
+# Each takes the raw spec (and what earlier keys parsed to) and raises ``fail(message)``.
+Fail = Callable[[str], SpecError]
 
 
-def spec_from_dict(raw: dict[str, Any], path: str) -> SweepSpec:
-    def fail(message: str) -> SpecError:
-        return SpecError(f"sweep spec {path}: {message}")
-
-    unknown = sorted(set(raw) - SPEC_KEYS)
-    if unknown:
-        raise fail(f"unknown key(s) {unknown}; known keys: {sorted(SPEC_KEYS)}")
-    for key in ("name", "base"):
-        if not isinstance(raw.get(key), str) or not raw[key]:
-            raise fail(f"key '{key}' is required (a string)")
-    name = raw["name"]
+def _parse_name(raw: dict[str, Any], fail: Fail) -> str:
+    name = _required_string(raw, "name", fail)
     if not _NAME_OK.match(name):
         raise fail(f"key 'name' {name!r} must be filesystem-safe ([A-Za-z0-9._+-])")
-    base = raw["base"]
+    return name
+
+
+def _parse_base(raw: dict[str, Any], path: str, fail: Fail) -> str:
+    base = _required_string(raw, "base", fail)
     if not os.path.isabs(base):
         base = os.path.normpath(os.path.join(os.path.dirname(path), base))
     if not os.path.isfile(base):
         raise fail(f"key 'base': run config not found: {base}")
+    return base
 
+
+def _required_string(raw: dict[str, Any], key: str, fail: Fail) -> str:
+    if not isinstance(raw.get(key), str) or not raw[key]:
+        raise fail(f"key '{key}' is required (a string)")
+    return raw[key]
+
+
+def _parse_grid(raw: dict[str, Any], fail: Fail) -> dict[str, list[Any]]:
     grid_raw = raw.get("grid") or {}
     if not isinstance(grid_raw, dict):
         raise fail("key 'grid' must be a mapping of config key -> list of values")
@@ -161,28 +148,43 @@ def spec_from_dict(raw: dict[str, Any], path: str) -> SweepSpec:
         if len(set(map(repr, values))) != len(values):
             raise fail(f"grid key '{key}' lists a value twice: {values}")
         grid[canon] = values
+    if "SEED" in grid:
+        raise fail("grid key 'SEED': use 'repeats' or 'seeds' for seeds")
+    return grid
 
+
+def _parse_scaling(raw: dict[str, Any], fail: Fail) -> str:
     scaling = raw.get("scaling", "weak")
     if scaling not in ("weak", "strong"):
         raise fail(f"key 'scaling' is {scaling!r}; choose weak or strong")
+    return scaling
+
+
+def _parse_global_batch(raw: dict[str, Any], grid: dict[str, list[Any]], scaling: str,
+                        fail: Fail) -> list[int]:
+    """The strong-scaling global batches, from the top level or the grid (removed from it)."""
     global_batch = _as_list(raw["global_batch"]) if raw.get("global_batch") is not None else []
     if GLOBAL_BATCH in grid:
         if global_batch:
             raise fail("give 'global_batch' either at the top level or in the grid, not both")
         global_batch = grid.pop(GLOBAL_BATCH)
-    if scaling == "strong":
-        if not global_batch:
-            raise fail("scaling 'strong' needs key 'global_batch' (the fixed global batch)")
-        if "TRAIN.BATCH_SIZE_PER_GPU" in grid:
-            raise fail("scaling 'strong' derives the per-GPU batch from 'global_batch'; "
-                       "remove 'batch_size_per_gpu' from the grid")
-        for value in global_batch:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise fail(f"key 'global_batch' must be positive integers, got {value!r}")
-    elif global_batch:
-        raise fail("key 'global_batch' only applies to scaling 'strong' (weak scaling fixes the "
-                   "per-GPU batch)")
+    if scaling == "weak":
+        if global_batch:
+            raise fail("key 'global_batch' only applies to scaling 'strong' (weak scaling fixes the "
+                       "per-GPU batch)")
+        return []
+    if not global_batch:
+        raise fail("scaling 'strong' needs key 'global_batch' (the fixed global batch)")
+    if "TRAIN.BATCH_SIZE_PER_GPU" in grid:
+        raise fail("scaling 'strong' derives the per-GPU batch from 'global_batch'; "
+                   "remove 'batch_size_per_gpu' from the grid")
+    for value in global_batch:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise fail(f"key 'global_batch' must be positive integers, got {value!r}")
+    return global_batch
 
+
+def _parse_seeds(raw: dict[str, Any], fail: Fail) -> list[int]:
     if "seeds" in raw and "repeats" in raw:
         raise fail("give either 'repeats' or 'seeds', not both")
     if "seeds" in raw:
@@ -194,21 +196,31 @@ def spec_from_dict(raw: dict[str, Any], path: str) -> SweepSpec:
         seeds = list(range(repeats))
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise fail(f"key 'seeds' must be a non-empty list of integers, got {seeds!r}")
-    if "SEED" in grid:
-        raise fail("grid key 'SEED': use 'repeats' or 'seeds' for seeds")
+    return seeds
 
+
+def _parse_lr_scaling(raw: dict[str, Any], fail: Fail) -> str | None:
     lr_scaling = raw.get("lr_scaling")
     if lr_scaling is not None and lr_scaling not in ("none", "linear", "sqrt"):
         raise fail(f"key 'lr_scaling' is {lr_scaling!r}; choose none, linear or sqrt")
+    return lr_scaling
 
+
+def _parse_overrides(raw: dict[str, Any], grid: dict[str, list[Any]], fail: Fail) -> dict[str, Any]:
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise fail("key 'overrides' must be a mapping of config key -> value")
-    overrides = _flatten(overrides)
+    overrides = flatten(overrides)
     clash = sorted(set(overrides) & set(grid))
     if clash:
         raise fail(f"key(s) {clash} appear both in 'overrides' and 'grid'")
+    problem = check_sweep_set_keys(grid, overrides)
+    if problem:
+        raise fail(problem)
+    return overrides
 
+
+def _parse_exclude(raw: dict[str, Any], grid: dict[str, list[Any]], fail: Fail) -> list[dict[str, list[Any]]]:
     exclude: list[dict[str, list[Any]]] = []
     for i, rule in enumerate(raw.get("exclude") or []):
         if not isinstance(rule, dict) or not rule:
@@ -220,31 +232,44 @@ def spec_from_dict(raw: dict[str, Any], path: str) -> SweepSpec:
                 raise fail(f"exclude rule {i} key '{key}' is not a grid key (grid: {sorted(grid)})")
             canon_rule[canon] = _as_list(value)
         exclude.append(canon_rule)
+    return exclude
 
+
+def _parse_short_names(raw: dict[str, Any], fail: Fail) -> dict[str, str]:
     short_names = raw.get("short_names") or {}
     if not isinstance(short_names, dict):
         raise fail("key 'short_names' must be a mapping of config key -> short name")
     for key, short in short_names.items():
         if not isinstance(short, str) or not _NAME_OK.match(short):
             raise fail(f"short_names['{key}'] must be a filesystem-safe string, got {short!r}")
+    return {_canonical(k): v for k, v in short_names.items()}
 
+
+def _parse_timeout(raw: dict[str, Any], fail: Fail) -> int | None:
     timeout_min = raw.get("timeout_min")
     if timeout_min is not None and (not isinstance(timeout_min, int) or timeout_min < 1):
         raise fail(f"key 'timeout_min' must be an integer >= 1, got {timeout_min!r}")
-    return SweepSpec(path=path, name=name, base=base, grid=grid, scaling=scaling,
-                     global_batch=global_batch, seeds=seeds, lr_scaling=lr_scaling, exclude=exclude,
-                     overrides=overrides, short_names={_canonical(k): v for k, v in short_names.items()},
-                     timeout_min=timeout_min, raw=raw)
+    return timeout_min
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def spec_from_dict(raw: dict[str, Any], path: str) -> SweepSpec:
+    """Validate a spec's merged mapping; every problem names ``path`` and the key."""
+    def fail(message: str) -> SpecError:
+        return SpecError(f"sweep spec {path}: {message}")
+
+    unknown = sorted(set(raw) - SPEC_KEYS)
+    if unknown:
+        raise fail(f"unknown key(s) {unknown}; known keys: {sorted(SPEC_KEYS)}")
+    name, base = _parse_name(raw, fail), _parse_base(raw, path, fail)
+    grid = _parse_grid(raw, fail)
+    scaling = _parse_scaling(raw, fail)
+    global_batch = _parse_global_batch(raw, grid, scaling, fail)  # may take 'global_batch' out of grid
+    seeds = _parse_seeds(raw, fail)
+    return SweepSpec(path=path, name=name, base=base, grid=grid, scaling=scaling, global_batch=global_batch,
+                     seeds=seeds, lr_scaling=_parse_lr_scaling(raw, fail),
+                     exclude=_parse_exclude(raw, grid, fail), overrides=_parse_overrides(raw, grid, fail),
+                     short_names=_parse_short_names(raw, fail), timeout_min=_parse_timeout(raw, fail),
+                     raw=raw)
 
 
 def _excluded(combo: dict[str, Any], rules: list[dict[str, list[Any]]]) -> bool:
@@ -319,7 +344,7 @@ def _plan_run(spec: SweepSpec, sweep_dir: Path, base_cfg: CN, combo: dict[str, A
     strategy = settings.get("DIST.STRATEGY", base_cfg.DIST.STRATEGY)
     gpus = settings.get("DIST.GPUS", base_cfg.DIST.GPUS)
     if GLOBAL_BATCH in combo:
-        devices = 1 if strategy == "single" else max(1, int(gpus))
+        devices = devices_for(strategy, gpus)
         total = combo[GLOBAL_BATCH]
         if total % devices:
             raise fail(f"strong scaling: global_batch {total} does not divide over {devices} GPUs "
@@ -327,10 +352,10 @@ def _plan_run(spec: SweepSpec, sweep_dir: Path, base_cfg: CN, combo: dict[str, A
         settings["TRAIN.BATCH_SIZE_PER_GPU"] = total // devices
     batch = settings.get("TRAIN.BATCH_SIZE_PER_GPU", base_cfg.TRAIN.BATCH_SIZE_PER_GPU)
     nodes = settings.get("DIST.NODES", base_cfg.DIST.NODES)
-    name = run_name(strategy, 1 if strategy == "single" else int(gpus), int(nodes), int(batch),
+    name = run_name(strategy, devices_for(strategy, gpus), int(nodes), int(batch),
                     combo["SEED"], [(short_name(k, spec.short_names), combo[k]) for k in extra_keys])
     identity = {"OUTPUT_DIR": str(sweep_dir / "runs"), "RUN_NAME": name, "SWEEP": spec.name,
-                "LOG.WANDB.GROUP": spec.name}
+                "LOG.WANDB.GROUP": settings.get("LOG.WANDB.GROUP") or spec.name}  # a grid/override wins
     cfg = _load(spec, name, {**settings, **identity}, fail)
     if profile is not None:
         needed = nodes_needed(cfg, profile)

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.launcher.manifest import read_manifest, run_dir
 from harness.launcher.job_state import JobInfo, SchedulerError, is_local, query_local, query_slurm
+from harness.launcher.manifest import read_manifest, run_dir
 from harness.rundir import read_status
 
 STATES = ("pending", "running", "requeued", "preempted", "completed", "failed", "cancelled", "lost")

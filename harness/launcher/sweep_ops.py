@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.launcher import local_queue, slurm_backend
+from harness.launcher.job_state import SchedulerError, cancel_local, cancel_slurm, is_local, pid_alive
 from harness.launcher.manifest import (
     ManifestError,
     locked,
@@ -20,10 +21,11 @@ from harness.launcher.manifest import (
     write_manifest,
 )
 from harness.launcher.profiles import ClusterProfile, load_profile
-from harness.launcher.job_state import cancel_local, cancel_slurm, is_local, pid_alive
 from harness.launcher.spec import RunPlan, expand_sweep, load_spec
 from harness.launcher.status import RunState, all_finished, format_table, summary_line, sweep_status
+from harness.launcher.submit_checks import check_submission
 from harness.rundir import atomic_write_json, read_status
+from harness.runformat import STATUS_JSON
 
 BACKENDS = ("local", "slurm")
 # States in which a run is left alone by a re-run of `harness sweep`.
@@ -37,7 +39,7 @@ def mark_pending(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     status = read_status(directory)
     status.update(state="pending", error=None, traceback=None, submitted_at=time.time())
-    atomic_write_json(directory / "status.json", status)
+    atomic_write_json(directory / STATUS_JSON, status)
 
 
 def _profile(backend: str, cluster: str | None) -> ClusterProfile | None:
@@ -83,6 +85,7 @@ def launch_sweep(spec_path: str, backend: str = "slurm", cluster: str | None = N
             if row.name in actions and (row.state == "completed" or (row.state in _LIVE and row.job_id)):
                 actions[row.name] = f"skip ({row.state})"
     to_submit = [p.name for p in plans if actions[p.name] == "submit"]
+    check_submission(sweep_dir, fresh, to_submit, profile)  # the dry run checks what submission needs
     if dry_run:
         _print_plan(out, sweep_dir, fresh, actions, to_submit, profile, spec.name)
         return sweep_dir
@@ -155,15 +158,22 @@ def submit_runs(sweep_dir: Path, names: list[str], backend: str, profile: Cluste
         chunks = slurm_backend.group_arrays([manifest["runs"][n] for n in names], profile)
         # Recorded array by array: if a later sbatch fails, the earlier jobs are known,
         # and the runs left without a job read `pending` for `resubmit --only unfinished`.
-        for record in slurm_backend.submit_chunks(sweep_dir, chunks, profile, manifest["name"]):
-            with updating(sweep_dir) as current:
-                for name, job_id, index in record["runs"]:
-                    record_submission(current, name, "slurm", job_id, record["array_job_id"], index)
-                    _link_job_logs(sweep_dir, name, job_id)
-                current["arrays"].append({**record, "runs": [r[0] for r in record["runs"]]})
-                current["sbatch_calls"] = current.get("sbatch_calls", 0) + 1
-                current["backend"], current["cluster"] = "slurm", profile.to_dict()
-            print(f"submitted array {record['array_job_id']} ({len(record['runs'])} runs)", file=out)
+        submitted: set[str] = set()
+        try:
+            for record in slurm_backend.submit_chunks(sweep_dir, chunks, profile, manifest["name"]):
+                with updating(sweep_dir) as current:
+                    for name, job_id, index in record["runs"]:
+                        record_submission(current, name, "slurm", job_id, record["array_job_id"], index)
+                        _link_job_logs(sweep_dir, name, job_id)
+                        submitted.add(name)
+                    current["arrays"].append({**record, "runs": [r[0] for r in record["runs"]]})
+                    current["sbatch_calls"] = current.get("sbatch_calls", 0) + 1
+                    current["backend"], current["cluster"] = "slurm", profile.to_dict()
+                print(f"submitted array {record['array_job_id']} ({len(record['runs'])} runs)", file=out)
+        except SchedulerError as e:
+            left = len(names) - len(submitted)
+            raise SchedulerError(f"{e}. {left} run(s) were not submitted and stay pending without a job; "
+                                 f"after fixing the cause: harness resubmit {sweep_dir}") from e
         return
     with updating(sweep_dir) as current:  # the scheduler reads its job id under this lock
         pid = local_queue.start_scheduler(sweep_dir, names)
@@ -227,6 +237,7 @@ def resubmit(sweep_dir: str | Path, only: str = "unfinished", names: list[str] |
     profile = None
     if backend == "slurm":
         profile = load_profile(cluster) if cluster else _stored_profile(manifest)
+    check_submission(sweep_dir, manifest, chosen, profile)
     if overrides:
         _apply_overrides(sweep_dir, chosen, overrides)
     submit_runs(sweep_dir, chosen, backend, profile, out)
@@ -285,7 +296,7 @@ def cancel(sweep_dir: str | Path, names: list[str] | None = None, out: TextIO = 
         directory.mkdir(parents=True, exist_ok=True)
         status = read_status(directory)
         status.update(state="cancelled", cancelled_at=time.time())
-        atomic_write_json(directory / "status.json", status)
+        atomic_write_json(directory / STATUS_JSON, status)
     print(f"cancelled {len(targets)} run(s)" + (f"; scancel {' '.join(slurm_ids)}" if slurm_ids else ""),
           file=out)
     return [r.name for r in targets]
