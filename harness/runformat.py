@@ -43,6 +43,8 @@ class Field:
     meaning: str
     #: Value a reader uses when the key is absent.
     default: Any = None
+    #: Written only in some situations (a failure, a forced resume); otherwise always present.
+    optional: bool = False
 
 
 def _fields(*fields: Field) -> dict[str, Field]:
@@ -84,7 +86,8 @@ RUN_FIELDS: dict[str, Field] = _fields(
     Field("wandb_group", str, "W&B group", ""),
     Field("slurm_job_id", str, 'SLURM_JOB_ID (array: <array job>_<index>), "" if none', ""),
     Field("started_at", float, "unix time of the first start", float("nan")),
-    Field("resumed_with_changes", list, "config keys changed by a `--resume force` (absent if none)", ()),
+    Field("resumed_with_changes", list, "config keys changed by a `--resume force` (absent if none)", (),
+          optional=True),
 )
 
 #: run.json fields that restate one config key (dotted config key -> field).
@@ -143,7 +146,7 @@ STATUS_FIELDS: dict[str, Field] = _fields(
     Field("failed_rank", (int, type(None)), "rank whose failure failed the run (failed only)"),
     Field("silent_rank", (int, type(None)), "rank the watchdog found silent (failed only)"),
     Field("signal", (str, type(None)), "signal that killed the failed rank (failed only)"),
-    Field("exit_code", (int, type(None)), "exit code of the failed rank (failed only)"),
+    Field("exit_code", (int, type(None)), "exit code of the failed rank (failed only)", optional=True),
 )
 
 # ------------------------------------------------------------ metrics.jsonl
@@ -171,6 +174,8 @@ class Metric:
     meaning: str
     #: Present only on some devices or configurations (CUDA, a DDP comm hook, a FLOP count).
     optional: bool = False
+    #: JSON type of the value (numbers unless said otherwise).
+    type: type | tuple[type, ...] = (int, float)
 
 
 def _metrics(*metrics: Metric) -> dict[str, Metric]:
@@ -201,8 +206,9 @@ METRICS: dict[str, Metric] = _metrics(
     Metric("perf/flops_per_sample", "FLOP/sample", _T, "training FLOPs per sample", optional=True),
     Metric("perf/tflops_per_s", "TFLOP/s", _T, "achieved TFLOP/s per device", optional=True),
     Metric("perf/mfu", "0-1", _T, "model FLOPs utilisation (GPU only)", optional=True),
-    Metric("steps", "", _T, "optimizer steps in the window"),
-    Metric("steady", "bool", _T, "false inside the first LOG.WARMUP_STEPS steps after a (re)start"),
+    Metric("steps", "", _T, "optimizer steps in the window", type=int),
+    Metric("steady", "bool", _T, "false inside the first LOG.WARMUP_STEPS steps after a (re)start",
+           type=bool),
     Metric("val/loss", "", (VAL,), "validation loss", optional=True),
     Metric("val/accuracy", "0-1", (VAL,), "FER top-1 accuracy", optional=True),
     Metric("val/macro_f1", "0-1", (VAL,), "FER macro-averaged F1", optional=True),
@@ -231,10 +237,10 @@ def metric_unit(key: str) -> str:
     return ""
 
 
-def check_types(data: Mapping[str, Any], fields: Mapping[str, Field], where: str) -> list[str]:
+def check_types(data: Mapping[str, Any], fields: Mapping[str, Field | Metric], where: str) -> list[str]:
     """Problems with documented keys of ``data`` whose value has the wrong JSON type."""
     problems = []
-    for name, spec in fields.items():
+    for name, spec in fields.items():  # Field and Metric both carry .type
         if name in data and not _has_type(data[name], spec.type):
             problems.append(f"{where}: {name} is {type(data[name]).__name__} {data[name]!r}, "
                             f"documented as {_type_name(spec.type)}")
