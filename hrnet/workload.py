@@ -4,6 +4,7 @@ hooks and ``harness data`` subcommands, importable without torch. The training s
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 from typing import Any
 
@@ -47,8 +48,8 @@ def summarize_data(cfg: CN) -> dict[str, Any]:
         try:
             with open(path) as f:
                 data = json.load(f)
-        except FileNotFoundError:
-            raise PoseDataError(f"COCO annotation file not found: {path}") from None
+        except FileNotFoundError:  # a user error: `harness` prints it as one line
+            raise FileNotFoundError(errno.ENOENT, "COCO annotation file not found", path) from None
         except (OSError, ValueError) as e:
             raise PoseDataError(f"cannot read COCO annotation file {path}: {e}") from e
         annotations = data.get("annotations", [])
