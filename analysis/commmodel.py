@@ -25,8 +25,8 @@ GRAD_BYTES_PER_PARAM = 4
 MODEL_FIT_COLUMNS = ["workload", "strategy", "scaling", "batch_size_per_gpu", "global_batch", "param_count",
                      "grad_bytes", "bandwidth_gbps", "bandwidth_bytes_per_s", "latency_s", "t_compute_s",
                      "t_compute_per_sample_s", "loo_rel_error", "loo_max_rel_error", "n_points", "gpus",
-                     "nodes", "measured_step_s", "predicted_step_s", "measured_efficiency",
-                     "predicted_efficiency", "kind", "note"]
+                     "nodes", "gpus_per_node", "measured_step_s", "predicted_step_s", "measured_efficiency",
+                     "predicted_efficiency", "kind", "source", "comm_s", "exposed_fraction", "note"]
 
 
 class UnderdeterminedFit(ValueError):
@@ -46,8 +46,10 @@ class CommFit:
 
     @property
     def bandwidth_bytes_per_s(self) -> float:
+        # A zero slope means the data show no cost per byte: the bandwidth is not identified
+        # (NaN, reported as such), never infinite.
         inv = self.inverse_bandwidth_s_per_byte
-        return float("inf") if inv <= 0 else 1.0 / inv
+        return float("nan") if inv <= 0 else 1.0 / inv
 
     def step_time(self, gpus: Sequence[float] | np.ndarray | float,
                   batch_per_gpu: Sequence[float] | np.ndarray | float = 0.0) -> np.ndarray:
@@ -129,10 +131,14 @@ def leave_one_out_errors(gpus: Sequence[float], step_s: Sequence[float], grad_by
 
 
 def model_fit_table(scaling: pd.DataFrame, keys: Sequence[str] = (),
-                    predict_gpus: Sequence[int] = (16, 64, 256)) -> pd.DataFrame:
+                    predict_gpus: Sequence[int] = (16, 64, 256),
+                    commbench: Sequence[dict] = ()) -> pd.DataFrame:
     """Fits per scaling series of ``scaling_table``'s rows (weak: workload, strategy,
-    per-GPU batch and ``keys``; strong: global batch instead of per-GPU batch):
-    measured rows and predictions at ``predict_gpus``."""
+    per-GPU batch and ``keys``; strong: global batch instead of per-GPU batch), split
+    by node count: links inside a node and between nodes are never fitted as one.
+    Where ``commbench`` (results of ``load_commbench``) measured a point's topology
+    (nodes x GPUs per node), that point is predicted from the measured alpha-beta
+    instead (source ``commbench``); measured rows and predictions at ``predict_gpus``."""
     rows: list[dict] = []
     measured = scaling[scaling["throughput_median"].notna()]
     for mode, fixed in (("weak", "batch_size_per_gpu"), ("strong", "global_batch")):
@@ -140,8 +146,70 @@ def model_fit_table(scaling: pd.DataFrame, keys: Sequence[str] = (),
         part = measured[measured["scaling"] == mode]
         for values, group in part.groupby(series_keys, sort=True, dropna=False):
             ident = {**dict(zip(series_keys, values)), "scaling": mode}
-            rows.extend(_series_rows(ident, group, predict_gpus))
-    return pd.DataFrame(rows, columns=MODEL_FIT_COLUMNS + [k for k in keys if k not in MODEL_FIT_COLUMNS])
+            compute = _one_gpu_step(group)
+            for nodes, topology in group.groupby("nodes", sort=True):
+                from_bench, rest = _commbench_rows(ident, topology, compute, commbench)
+                rows.extend(from_bench)
+                if len(rest):
+                    rows.extend(_series_rows(ident, rest, predict_gpus if nodes == 1 else ()))
+    columns = MODEL_FIT_COLUMNS + [k for k in keys if k not in MODEL_FIT_COLUMNS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _step_times(group: pd.DataFrame) -> np.ndarray:
+    # Step time from the throughput the efficiencies use: T(N) = N·b / X(N).
+    return (group["gpus"].to_numpy(dtype=float) * group["batch_size_per_gpu"].to_numpy(dtype=float)
+            / group["throughput_median"].to_numpy())
+
+
+def _one_gpu_step(group: pd.DataFrame) -> float:
+    base = group[(group["gpus"] == 1) & (group["nodes"] == 1)]
+    return float(_step_times(base)[0]) if len(base) else float("nan")
+
+
+def _gpus_per_node(gpus: float, nodes: float) -> int:
+    return int(gpus // max(1, nodes))
+
+
+def _commbench_rows(ident: dict, topology: pd.DataFrame, compute_s: float,
+                    commbench: Sequence[dict]) -> tuple[list[dict], pd.DataFrame]:
+    """Rows predicted from commbench's alpha-beta (weak-scaling DDP points whose topology
+    was measured and whose 1-GPU compute time is known), and the rows left to fit."""
+    from analysis.commbench_data import fit_for_topology
+
+    usable = ident["strategy"] == "ddp" and ident["scaling"] == "weak" and np.isfinite(compute_s)
+    if not commbench or not usable:
+        return [], topology
+    out, left = [], []
+    step = _step_times(topology)
+    for i, row in enumerate(topology.to_dict("records")):
+        gpus, nodes = int(row["gpus"]), int(row["nodes"])
+        fit = fit_for_topology(commbench, nodes, _gpus_per_node(gpus, nodes)) if gpus > 1 else None
+        if fit is None:
+            left.append(i)
+            continue
+        grad_bytes = float(row.get("num_params") or 0) * GRAD_BYTES_PER_PARAM
+        comm_s, exposed_s = row.get("comm_s"), row.get("comm_exposed_s")
+        share = exposed_s / comm_s if comm_s and exposed_s is not None and np.isfinite(comm_s) \
+            and comm_s > 0 else None
+        p = predict_ddp_step(compute_s, grad_bytes, fit, gpus, share)
+        overlap = (f"measured exposed share {p['exposed_fraction']:.2f}" if p["overlap_measured"]
+                   else "no overlap measured: all communication counted as exposed")
+        out.append({**ident, "kind": "measured", "source": "commbench", "gpus": gpus, "nodes": nodes,
+                    "gpus_per_node": _gpus_per_node(gpus, nodes),
+                    "batch_size_per_gpu": row["batch_size_per_gpu"], "global_batch": row["global_batch"],
+                    "param_count": int(row.get("num_params") or 0),
+                    "grad_bytes": grad_bytes, "bandwidth_bytes_per_s": fit["beta_bytes_per_s"],
+                    "bandwidth_gbps": fit["beta_bytes_per_s"] * 8 / 1e9, "latency_s": fit["alpha_s"],
+                    "t_compute_s": compute_s, "t_compute_per_sample_s": float("nan"), "n_points": 1,
+                    "comm_s": p["comm_s"], "exposed_fraction": p["exposed_fraction"],
+                    "measured_step_s": step[i], "predicted_step_s": p["predicted_step_s"],
+                    "measured_efficiency": compute_s / step[i],
+                    "predicted_efficiency": compute_s / p["predicted_step_s"],
+                    "loo_rel_error": float("nan"), "loo_max_rel_error": float("nan"),
+                    "note": f"commbench all-reduce alpha-beta of {nodes} node(s) x "
+                            f"{_gpus_per_node(gpus, nodes)} ({fit.get('path', '')}); {overlap}"})
+    return out, topology.iloc[left]
 
 
 def _series_rows(ident: dict, group: pd.DataFrame, predict_gpus: Sequence[int]) -> list[dict]:
@@ -149,20 +217,23 @@ def _series_rows(ident: dict, group: pd.DataFrame, predict_gpus: Sequence[int]) 
     group = group.sort_values(["gpus", "nodes"])
     gpus = group["gpus"].to_numpy(dtype=float)
     batch = group["batch_size_per_gpu"].to_numpy(dtype=float)
-    # Step time from the throughput the efficiencies use: T(N) = N·b / X(N).
-    step = gpus * batch / group["throughput_median"].to_numpy()
+    step = _step_times(group)
     params = int(group["num_params"].max() or 0)
     grad_bytes = params * GRAD_BYTES_PER_PARAM
-    base = {**ident, "param_count": params, "grad_bytes": grad_bytes, "n_points": len(group)}
+    base = {**ident, "param_count": params, "grad_bytes": grad_bytes, "n_points": len(group), "source": "fit"}
     note = ("ring all-reduce model; DataParallel does not all-reduce (it replicates and gathers), "
             "so its fitted 'bandwidth' is an effective figure" if ident["strategy"] == "dp" else "")
     fit_batch = batch if strong else None
+    nodes_label = int(group["nodes"].iloc[0])
     try:
         fit = fit_comm_model(gpus, step, grad_bytes, fit_batch)
     except UnderdeterminedFit as e:
-        return [{**base, "kind": "underdetermined", "note": f"fit underdetermined: {e}; no prediction made",
-                 "gpus": int(g), "nodes": int(nd), "batch_size_per_gpu": int(b),
-                 "global_batch": int(g * b), "measured_step_s": s}
+        hint = "" if nodes_label == 1 else (f"; {nodes_label}-node points are never fitted together with "
+                                            "1-node ones: run `harness commbench` at this topology")
+        return [{**base, "kind": "underdetermined", "source": "none",
+                 "note": f"fit underdetermined: {e}; no prediction made{hint}",
+                 "gpus": int(g), "nodes": int(nd), "gpus_per_node": _gpus_per_node(g, nd),
+                 "batch_size_per_gpu": int(b), "global_batch": int(g * b), "measured_step_s": s}
                 for g, nd, b, s in zip(gpus, group["nodes"], batch, step)]
     loo = leave_one_out_errors(gpus, step, grad_bytes, fit_batch)
     finite = np.isfinite(loo)
@@ -180,6 +251,8 @@ def _series_rows(ident: dict, group: pd.DataFrame, predict_gpus: Sequence[int]) 
                     t_compute_per_sample_s=np.nan)
         notes.append("strong scaling: bandwidth and compute time are not separable (both vary as 1/N); "
                      "latency and the predictions are identified")
+    elif not np.isfinite(fit.bandwidth_bytes_per_s):
+        notes.append("bandwidth not identified: the fit finds no time growing with the gradient bytes")
     base["note"] = "; ".join(n for n in notes if n)
     global_batch = float(ident["global_batch"]) if strong else None
     t1_measured = step[gpus == 1][0] if (gpus == 1).any() else float("nan")
@@ -187,13 +260,34 @@ def _series_rows(ident: dict, group: pd.DataFrame, predict_gpus: Sequence[int]) 
     for g, nd, b, s in zip(gpus, group["nodes"], batch, step):
         measured_eff = t1_measured / s if not strong else t1_measured / (g * s)
         rows.append({**base, "kind": "measured", "gpus": int(g), "nodes": int(nd),
-                     "batch_size_per_gpu": int(b), "global_batch": int(g * b), "measured_step_s": s,
+                     "gpus_per_node": _gpus_per_node(g, nd), "batch_size_per_gpu": int(b),
+                     "global_batch": int(g * b), "measured_step_s": s,
                      "predicted_step_s": float(fit.step_time(g, b)[0]), "measured_efficiency": measured_eff,
                      "predicted_efficiency": float(fit.efficiency(g, global_batch)[0])})
     for g in sorted(set(int(p) for p in predict_gpus) - set(int(v) for v in gpus)):
         b = global_batch / g if strong else float(batch[0])
-        rows.append({**base, "kind": "prediction", "gpus": g, "nodes": float("nan"), "batch_size_per_gpu": b,
+        rows.append({**base, "kind": "prediction", "gpus": g, "nodes": float("nan"),
+                     "gpus_per_node": float("nan"), "batch_size_per_gpu": b,
                      "global_batch": g * b, "measured_step_s": float("nan"),
                      "predicted_step_s": float(fit.step_time(g, b)[0]), "measured_efficiency": float("nan"),
                      "predicted_efficiency": float(fit.efficiency(g, global_batch)[0])})
     return rows
+
+
+def predict_ddp_step(compute_s: float, grad_bytes: float, fit: dict, world_size: int,
+                     exposed_fraction: float | None = None) -> dict[str, float]:
+    """Step time of DDP from a measured compute time and a commbench all-reduce fit.
+
+    One all-reduce per 25 MB bucket: comm = buckets·α + 2(n−1)/n·G/β. Only the
+    exposed part adds to the step: ``exposed_fraction`` is the measured
+    ``time/comm_exposed_s`` / ``time/comm_s`` of the runs when they logged it;
+    without it every byte is taken as exposed (no overlap), an upper bound."""
+    from analysis.commbench_data import comm_time_s, ddp_buckets
+
+    comm = comm_time_s(fit, "all_reduce", grad_bytes, world_size, messages=ddp_buckets(grad_bytes))
+    share = 1.0 if exposed_fraction is None or not np.isfinite(exposed_fraction) else \
+        float(min(1.0, max(0.0, exposed_fraction)))
+    exposed = comm * share
+    return {"comm_s": comm, "exposed_comm_s": exposed, "exposed_fraction": share,
+            "overlap_measured": exposed_fraction is not None and bool(np.isfinite(exposed_fraction)),
+            "predicted_step_s": compute_s + exposed}

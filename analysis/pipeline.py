@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from analysis.commbench_data import CommbenchError, load_commbench
 from analysis.commmodel import model_fit_table
 from analysis.convergence import (
     compare_by_key,
@@ -30,6 +31,8 @@ class Options:
     data_bound_threshold: float = 0.2
     efficiency_threshold: float = EFFICIENCY_THRESHOLD
     predict_gpus: Sequence[int] = (16, 64, 256)
+    #: commbench.json files, or directories searched for them (``harness commbench``).
+    commbench: Sequence[str] = ()
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Analysis:
     time_to_target_runs: pd.DataFrame
     time_to_target: pd.DataFrame
     comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)
+    commbench: list[dict] = field(default_factory=list)
 
 
 def check_by_keys(runset: RunSet, by: Sequence[str]) -> list[str]:
@@ -75,7 +79,12 @@ def analyze(runset: RunSet, options: Options | None = None) -> Analysis:
     per_run = run_throughput(runset)
     configs = aggregate_configs(runset, per_run, keys)
     scaling = scaling_table(configs, keys, options.data_bound_threshold, options.efficiency_threshold)
-    model_fit = model_fit_table(scaling, keys, options.predict_gpus) if len(scaling) else pd.DataFrame()
+    try:
+        commbench = load_commbench(options.commbench)
+    except CommbenchError as e:
+        raise AnalysisError(str(e)) from e
+    model_fit = (model_fit_table(scaling, keys, options.predict_gpus, commbench) if len(scaling)
+                 else pd.DataFrame())
     curves = convergence_curves(runset, keys)
     targets = resolve_targets(runset, options.target, options.target_fraction)
     ttt_runs = run_time_to_target(runset, targets)
@@ -87,4 +96,5 @@ def analyze(runset: RunSet, options: Options | None = None) -> Analysis:
     comparisons = {key: compare_by_key(runset, per_run, ttt_runs, key) for key in comparison_keys}
     return Analysis(runset=runset, options=options, keys=keys, per_run=per_run, configs=configs,
                     scaling=scaling, model_fit=model_fit, curves=curves, targets=targets,
-                    time_to_target_runs=ttt_runs, time_to_target=ttt, comparisons=comparisons)
+                    time_to_target_runs=ttt_runs, time_to_target=ttt, comparisons=comparisons,
+                    commbench=commbench)

@@ -82,19 +82,23 @@ def series_label(row: dict, keys: Sequence[str]) -> str:
     return f"{row['workload']} {row['strategy'].upper()} {row['scaling']} scaling ({fixed}{extras})"
 
 
+def _on_nodes(nodes: int) -> str:
+    return f" on {int(nodes)} nodes" if nodes == nodes and int(nodes) > 1 else ""
+
+
 def headline(a: Analysis) -> list[str]:
-    """One finding per scaling series with a baseline: its largest GPU count."""
+    """One finding per scaling series with a baseline and node count: its largest GPU count."""
     out = []
     table = a.scaling.dropna(subset=["efficiency"])
     table = table[table["gpus"] > 1]
     for mode, by_mode in table.groupby("scaling"):
         fixed = "batch_size_per_gpu" if mode == "weak" else "global_batch"
         columns = ["workload", "strategy", fixed, *a.keys]
-        for _, part in by_mode.groupby(columns, sort=True):
-            row = part.sort_values(["gpus", "nodes"]).iloc[-1].to_dict()
+        for _, part in by_mode.groupby([*columns, "nodes"], sort=True):
+            row = part.sort_values("gpus").iloc[-1].to_dict()
             ratio = (f", DDP/DP throughput {row['ddp_over_dp']:.2f}×" if np.isfinite(row["ddp_over_dp"])
                      else "")
-            out.append(f"{series_label(row, a.keys)}: {row['gpus']} GPUs reach "
+            out.append(f"{series_label(row, a.keys)}: {row['gpus']} GPUs{_on_nodes(row['nodes'])} reach "
                        f"{row['throughput_median']:.4g} img/s, speedup {row['speedup']:.2f}×, "
                        f"efficiency {row['efficiency']:.2f}{ratio} — {row['diagnosis']}.")
     return out
@@ -145,53 +149,101 @@ def diagnosis_section(a: Analysis) -> str:
             "exceeds 1; *scales* otherwise.\n\n")
     if a.scaling.empty:
         return text
-    columns = [("workload", "workload"), ("strategy", "strategy"), ("scaling", "scaling"), ("gpus", "GPUs"),
-               ("batch_size_per_gpu", "batch/GPU"), *[(k, k) for k in a.keys],
+    columns = [("workload", "workload"), ("strategy", "strategy"), ("scaling", "scaling"), ("nodes", "nodes"),
+               ("gpus", "GPUs"), ("batch_size_per_gpu", "batch/GPU"), *[(k, k) for k in a.keys],
                ("efficiency", "efficiency"), ("compute_efficiency", "compute-only efficiency"),
                ("data_wait_share", "data wait"), ("diagnosis", "diagnosis")]
     return text + md.table(a.scaling, columns, {"efficiency": md.fixed(2), "compute_efficiency": md.fixed(2),
                                                 "data_wait_share": md.percent})
 
 
-MODEL_TEXT = """Step-time model per scaling series:
-T(N) = T_compute(b) + 2(N−1)/N · G/BW + 2(N−1)·latency (ring
+MODEL_TEXT = """Step-time model per scaling series and node count (links inside a node and between nodes
+are never fitted as one): T(N) = T_compute(b) + 2(N−1)/N · G/BW + 2(N−1)·latency (ring
 all-reduce; G = parameters × {bytes_per_param} bytes of fp32 gradients; b the per-GPU batch, fixed
-in weak scaling, B/N in strong scaling where T_compute(b) = T_0 + b·t_sample). The unknowns are
-fitted by non-negative least squares to the measured step times (T(N) = N·b/X(N)) of at least 3 GPU
-counts. In strong scaling the bandwidth term and the compute of B/N samples both vary as 1/N, so
-only the latency and the predicted step times are identified there, not BW or T_compute. Rows marked
-**prediction** are extrapolations, not measurements. The leave-one-out (LOO) error is the mean
-relative error at each measured GPU count when that count is left out of the fit."""
+in weak scaling, B/N in strong scaling where T_compute(b) = T_0 + b·t_sample). Where `harness commbench`
+measured a point's topology (nodes × GPUs per node), the point is predicted from that measurement
+instead (source *commbench*): T = T_compute + exposed communication, with T_compute the series' one-GPU
+step, communication = buckets·α + 2(N−1)/N·G/β from the measured all-reduce α and β (one all-reduce
+per 25 MB DDP bucket), and the exposed share measured by the runs (`time/comm_exposed_s` /
+`time/comm_s`) or, where they did not log it, all of it. Otherwise the unknowns are fitted (source *fit*)
+by non-negative least squares to the measured step times (T(N) = N·b/X(N)) of at least 3 GPU counts. In
+strong scaling the bandwidth term and the compute of B/N samples both vary as 1/N, so only the latency
+and the predicted step times are identified there, not BW or T_compute; a bandwidth the data cannot
+identify is reported as *not identified*. Rows marked **prediction** are extrapolations, not
+measurements. The leave-one-out (LOO) error is the mean relative error at each measured GPU count when
+that count is left out of the fit."""
+
+
+def _bandwidth(row: dict) -> str:
+    value = row.get("bandwidth_gbps")
+    return f"{value:.4g}" if value is not None and np.isfinite(value) else "not identified"
+
+
+def _series_with_nodes(row: dict, keys: Sequence[str]) -> str:
+    nodes = row.get("nodes")
+    where = "" if nodes != nodes else (f", {int(nodes)} nodes" if int(nodes) > 1 else ", 1 node")
+    return series_label(row, keys) + where
 
 
 def model_section(a: Analysis, stems: dict, formats: Sequence[str]) -> str:
     text = " ".join(MODEL_TEXT.format(bytes_per_param=GRAD_BYTES_PER_PARAM).split()) + "\n\n"
+    text += commbench_text(a)
     fit = a.model_fit
     if fit.empty:
         return text + "No scaling series to fit.\n"
     fit = fit.copy()
     fit["series"] = [series_label(r, a.keys) for r in fit.to_dict("records")]
-    under = fit[fit["kind"] == "underdetermined"].drop_duplicates("series")
-    text += "".join(f"- {r['series']}: {r['note']}\n" for r in under.to_dict("records"))
+    fit["topology"] = [_series_with_nodes(r, a.keys) for r in fit.to_dict("records")]
+    fit["bandwidth"] = [_bandwidth(r) for r in fit.to_dict("records")]
+    under = fit[fit["kind"] == "underdetermined"].drop_duplicates("topology")
+    text += "".join(f"- {r['topology']}: {r['note']}\n" for r in under.to_dict("records"))
     fitted = fit[fit["kind"] != "underdetermined"]
     if fitted.empty:
         return text
-    params = fitted.drop_duplicates("series")
-    param_columns = [("series", "series"), ("param_count", "params"), ("bandwidth_gbps", "BW (Gbit/s)"),
+    measured = fitted[fitted["kind"] == "measured"]
+    per_node = measured.groupby("topology")["gpus_per_node"].agg(["min", "max"])
+    measured = measured.assign(per_node=[
+        str(int(r["gpus_per_node"])) if r["source"] == "commbench" else
+        "–".join(dict.fromkeys(str(int(v)) for v in per_node.loc[r["topology"]]))
+        for r in measured.to_dict("records")])
+    params = pd.concat([measured[measured["source"] == "commbench"],
+                        measured[measured["source"] != "commbench"].drop_duplicates("topology")])
+    param_columns = [("series", "series"), ("nodes", "nodes"), ("per_node", "GPUs/node"),
+                     ("source", "source"), ("param_count", "params"), ("bandwidth", "BW (Gbit/s)"),
                      ("latency_s", "latency (s)"), ("t_compute_s", "T_compute (s)"),
-                     ("t_compute_per_sample_s", "t_sample (s)"), ("loo_rel_error", "LOO error"),
+                     ("exposed_fraction", "exposed comm"), ("loo_rel_error", "LOO error"),
                      ("n_points", "points"), ("note", "note")]
-    text += "\n" + md.table(params, param_columns, {"loo_rel_error": md.percent})
+    text += "\n" + md.table(params, param_columns, {"loo_rel_error": md.percent,
+                                                    "exposed_fraction": md.percent})
     shown = fitted.copy()
     shown["kind"] = shown["kind"].map({"prediction": "**prediction**", "measured": "measured"})
-    point_columns = [("series", "series"), ("gpus", "GPUs"), ("kind", "kind"),
-                     ("measured_efficiency", "measured E"), ("predicted_efficiency", "model E"),
+    point_columns = [("series", "series"), ("nodes", "nodes"), ("gpus", "GPUs"), ("source", "source"),
+                     ("kind", "kind"), ("measured_efficiency", "measured E"),
+                     ("predicted_efficiency", "model E"), ("measured_step_s", "measured step (s)"),
                      ("predicted_step_s", "model step (s)"), ("loo_rel_error", "LOO error of fit")]
     text += "\n" + md.table(shown, point_columns, {"measured_efficiency": md.fixed(3),
                                                    "predicted_efficiency": md.fixed(3),
                                                    "loo_rel_error": md.percent})
     text += "\nThe speedup plots draw the model as dotted lines.\n"
     return text
+
+
+def commbench_text(a: Analysis) -> str:
+    """The measured interconnect: one row per commbench result and collective."""
+    from analysis.commbench_data import commbench_fit_table
+
+    if not a.commbench:
+        return ("No `commbench.json` was given (`harness analyze --commbench DIR`, or one inside the "
+                "sweep directory): every series is fitted.\n\n")
+    table = commbench_fit_table(a.commbench)
+    table["bandwidth"] = [f"{b * 8 / 1e9:.4g}" if b == b and b else "not identified"
+                          for b in table["beta_bytes_per_s"].astype(float)]
+    table["alpha_us"] = table["alpha_s"].astype(float) * 1e6
+    columns = [("nodes", "nodes"), ("gpus_per_node", "GPUs/node"), ("backend", "backend"),
+               ("op", "collective"), ("alpha_us", "α (µs)"), ("bandwidth", "β bus bandwidth (Gbit/s)"),
+               ("rel_rms_error", "fit rms error"), ("label", "label")]
+    return ("**Measured interconnect** (`harness commbench`, α-β fit of time = α + bus bytes/β):\n\n"
+            + md.table(table, columns, {"rel_rms_error": md.percent, "alpha_us": md.fixed(1)}) + "\n")
 
 
 def convergence_section(a: Analysis, stems: dict, formats: Sequence[str]) -> str:

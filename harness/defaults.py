@@ -33,6 +33,9 @@ _C.DIST.SYNC_BN = False
 # DDP gradient bucket size (PyTorch's default is 25 MB).
 _C.DIST.BUCKET_CAP_MB = 25
 _C.DIST.FIND_UNUSED_PARAMETERS = False
+# Seconds a collective may wait before the process group fails it (the rendezvous too).
+# The heartbeat watchdog fails the run after DIST.TIMEOUT_S / 2 without a beat from a rank.
+_C.DIST.TIMEOUT_S = 600
 
 _C.TRAIN = CN()
 _C.TRAIN.EPOCHS = 10
@@ -69,12 +72,22 @@ _C.TRAIN.COMPILE = False
 # Stop each epoch after this many optimizer steps (0 = the full epoch); for
 # throughput sweeps that need no full pass over the data.
 _C.TRAIN.MAX_STEPS_PER_EPOCH = 0
+# What a non-finite (NaN/Inf) loss or gradient does, checked on the device without a per-step
+# sync: stop = fail at the next log window or checkpoint (no checkpoint is written with it);
+# skip = that step's gradients are zeroed on the device (fp16: the GradScaler skips the step),
+# and the count is logged as train/nonfinite_steps (docs/reliability.md).
+_C.TRAIN.NAN_POLICY = "stop"
 
 _C.EVAL = CN()
 # Validate every N epochs (and always after the last); 0 disables validation.
 _C.EVAL.EVERY_EPOCHS = 1
 # Per-device validation batch; 0 uses TRAIN.BATCH_SIZE_PER_GPU.
 _C.EVAL.BATCH_SIZE_PER_GPU = 0
+# Validate under TRAIN.AMP's autocast; false validates in fp32 (as the FER study did).
+_C.EVAL.AMP = True
+# Pictures of the first validation batch's predictions written to <run dir>/vis/ (and W&B
+# val/examples) at each validation; 0 disables.
+_C.EVAL.VIS_SAMPLES = 8
 
 _C.DATA = CN()
 _C.DATA.NUM_WORKERS = 2
@@ -114,6 +127,19 @@ _C.FAULT.PREEMPT_AT_STEP = -1
 _C.FAULT.CRASH_AT_STEP = -1
 # Replace the loss by NaN at this global step (-1 = never).
 _C.FAULT.NAN_AT_STEP = -1
+# Send this process SIGTERM (a preemption) during the validation of this epoch (-1 = never).
+_C.FAULT.PREEMPT_IN_VAL_AT_EPOCH = -1
+# Send this process SIGTERM while the checkpoint of this global step is written (-1 = never).
+_C.FAULT.PREEMPT_IN_CHECKPOINT_AT_STEP = -1
+# SIGKILL this process halfway through writing the checkpoint of this global step, once (-1 = never).
+_C.FAULT.KILL_IN_CHECKPOINT_AT_STEP = -1
+
+# What a run does: train, or commbench (`harness commbench` at the run's world, e.g. a sweep over
+# DIST.NODES x DIST.GPUS on Slurm; writes <run dir>/commbench.json; see docs/commbench.md).
+_C.JOB = CN()
+_C.JOB.KIND = "train"
+# commbench only: the command's flags, e.g. ["--max-bytes", "64M", "--ops", "all_reduce"].
+_C.JOB.ARGS = []
 
 STRATEGIES = ("single", "dp", "ddp")
 OPTIMIZERS = ("sgd", "sgd_nesterov", "adam", "adamw", "adagrad", "adadelta", "rmsprop")
@@ -124,5 +150,7 @@ CHOICES = {
     "TRAIN.LR_SCALING": ("none", "linear", "sqrt"),
     "TRAIN.SCHEDULER": ("multistep", "cosine", "none"),
     "TRAIN.AMP": ("none", "fp16", "bf16"),
+    "TRAIN.NAN_POLICY": ("stop", "skip"),
     "LOG.WANDB.MODE": ("online", "offline", "disabled"),
+    "JOB.KIND": ("train", "commbench"),
 }

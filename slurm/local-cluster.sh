@@ -6,6 +6,8 @@
 #   slurm/local-cluster.sh down [--state-dir DIR] [--keep]
 #   slurm/local-cluster.sh status [--state-dir DIR]
 #   slurm/local-cluster.sh env [--state-dir DIR]     # eval "$(slurm/local-cluster.sh env)"
+#   slurm/local-cluster.sh shape RATE [--burst B] [--latency L] [--state-dir DIR]  # e.g. 300mbit
+#   slurm/local-cluster.sh unshape [--state-dir DIR]  # 2-node cluster: tc tbf on the node link
 #
 # Exit codes: 0 ok, 1 failure (logs are printed), 2 usage error, 3 cannot run here
 # (not root, or packages missing and not installable).
@@ -25,6 +27,9 @@ if [[ -z "${SLURM_LOCAL_STATE:-}" && ${#STATE_DIR} -gt $MAX_STATE_DIR_CHARS ]]; 
 fi
 NODES=1
 KEEP=0
+RATE=""
+BURST=256kb
+LINK_LATENCY=50ms
 TIMEOUT_S="${SLURM_LOCAL_TIMEOUT:-60}"
 GRACE_S="${SLURM_LOCAL_GRACE:-10}"
 # shellcheck disable=SC2034  # used by render, like every @KEY@ of the templates
@@ -45,12 +50,18 @@ GLOBAL_LOCK=/run/lock/slurm-local.lock
 
 log() { printf '[local-cluster +%ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-usage_error() { log "usage error: $*"; sed -n '5,11p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+usage_error() { log "usage error: $*"; sed -n '5,13p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 
 parse_args() {
     COMMAND="${1:-}"
-    [[ -n "$COMMAND" ]] || usage_error "missing command (up|down|status|env)"
+    [[ -n "$COMMAND" ]] || usage_error "missing command (up|down|status|env|shape|unshape)"
     shift
+    if [[ "$COMMAND" == shape ]]; then
+        RATE="${1:-}"
+        [[ "$RATE" =~ ^[0-9]+(\.[0-9]+)?([kmg]?bit|[kmg]?bps)$ ]] \
+            || usage_error "shape needs a rate like 100mbit or 1gbit, got '$RATE'"
+        shift
+    fi
     while [[ $# -gt 0 ]]; do
         case "$1" in
             --nodes) NODES="${2:?--nodes needs a value}"; shift 2 ;;
@@ -58,7 +69,9 @@ parse_args() {
             --state-dir) STATE_DIR="${2:?--state-dir needs a value}"; shift 2 ;;
             --state-dir=*) STATE_DIR="${1#*=}"; shift ;;
             --keep) KEEP=1; shift ;;
-            -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}"; exit 0 ;;
+            --burst) BURST="${2:?--burst needs a value}"; shift 2 ;;
+            --latency) LINK_LATENCY="${2:?--latency needs a value}"; shift 2 ;;
+            -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}"; exit 0 ;;
             *) usage_error "unknown argument '$1'" ;;
         esac
     done
@@ -362,6 +375,7 @@ cmd_status() {
         fi
     done
     slurm sinfo || healthy=1
+    if [[ "$(cluster_fact NODES)" == 2 ]]; then echo "node link: $(link_shape)"; fi
     if slurm sinfo -h -N -o '%t' 2>/dev/null | grep -Eq 'down|drain|fail|unk'; then healthy=1; fi
     return $healthy
 }
@@ -389,6 +403,11 @@ main() {
             if [[ "$COMMAND" == up ]]; then cmd_up; else cmd_down_locked; fi ;;
         status) cmd_status ;;
         env) cmd_env ;;
+        shape|unshape)
+            [[ $EUID -eq 0 ]] || { log "'$COMMAND' needs root (tc in the node namespaces)"; exit 3; }
+            [[ -f "$CLUSTER_ENV" && "$(cluster_fact NODES)" == 2 ]] \
+                || die "'$COMMAND' needs the 2-node cluster (up --nodes 2) in $STATE_DIR"
+            if [[ "$COMMAND" == shape ]]; then shape_link "$RATE" "$BURST" "$LINK_LATENCY"; else unshape_link; fi ;;
         *) usage_error "unknown command '$COMMAND'" ;;
     esac
 }

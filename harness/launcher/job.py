@@ -33,6 +33,9 @@ class SweepRun(submitit.helpers.Checkpointable):
         from harness.train import run_training
 
         cfg = load_config(self.base, self.opts)
+        if cfg.JOB.KIND == "commbench":  # a measurement job: nothing to checkpoint or requeue
+            from harness.commbench import run_job
+            return run_job(cfg, list(cfg.JOB.ARGS))
         usr_sig = submitit.JobEnvironment._usr_sig()
         submitit_handler = signal.getsignal(usr_sig)
 

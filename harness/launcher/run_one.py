@@ -22,7 +22,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in runs:
         print(f"run {name!r} is not in {sweep_dir}/manifest.json", file=sys.stderr)
         return 2
-    return train_config(load_config(runs[name]["base"], runs[name]["opts"]), resume="auto")
+    cfg = load_config(runs[name]["base"], runs[name]["opts"])
+    if cfg.JOB.KIND == "commbench":  # a measurement run (docs/commbench.md), not training
+        from harness.commbench import run_local_job
+        return run_local_job(cfg)
+    return train_config(cfg, resume="auto")
 
 
 if __name__ == "__main__":

@@ -71,3 +71,38 @@ teardown_network() {
     ip link del "$BRIDGE" 2>/dev/null || true
     remove_hosts_lines
 }
+
+# ------------------------------------------------------------ link shaping ----------
+# A token-bucket filter (tc tbf) on each node's eth0 limits what that node sends, so
+# both directions of the node1 <-> node2 link run at RATE (see docs/commbench.md).
+LINK_DEV=eth0
+
+shape_link() {  # shape_link RATE BURST LATENCY, e.g. 300mbit 256kb 50ms
+    local rate="$1" burst="$2" latency="$3" node
+    for node in node1 node2; do
+        [[ -e "$(netns_path "$node")" ]] || die "no network namespace for $node: is the 2-node cluster up?"
+        nsenter --net="$(netns_path "$node")" tc qdisc replace dev "$LINK_DEV" root tbf \
+            rate "$rate" burst "$burst" latency "$latency" \
+            || die "tc qdisc replace on $node's $LINK_DEV failed (rate $rate burst $burst latency $latency)"
+    done
+    echo "$rate" >"$STATE_DIR/run/link-shape"
+    log "link node1 <-> node2 shaped to $rate (tbf burst $burst latency $latency on each $LINK_DEV)"
+}
+
+unshape_link() {  # removes the qdisc of both nodes; succeeds when none is there
+    local node
+    for node in node1 node2; do
+        [[ -e "$(netns_path "$node")" ]] || continue
+        if nsenter --net="$(netns_path "$node")" tc qdisc show dev "$LINK_DEV" root | grep -q tbf; then
+            nsenter --net="$(netns_path "$node")" tc qdisc del dev "$LINK_DEV" root
+        fi
+    done
+    rm -f "$STATE_DIR/run/link-shape"
+    log "link node1 <-> node2 unshaped"
+}
+
+link_shape() {  # the tbf rate of node1's eth0, or "unshaped"
+    local shown
+    shown=$(nsenter --net="$(netns_path node1)" tc qdisc show dev "$LINK_DEV" root 2>/dev/null || true)
+    if [[ "$shown" == *tbf* ]]; then sed -n 's/.* rate \([^ ]*\).*/\1/p' <<<"$shown"; else echo unshaped; fi
+}
