@@ -102,8 +102,9 @@ def resolve_backend(requested: str = "auto") -> str:
 _CONTROL_GROUP: Any = None
 
 
-def init_distributed(world: WorldInfo, backend: str = "auto", timeout_s: int = 1800) -> torch.device:
-    """Join the process group (if any) and return this process's device."""
+def init_distributed(world: WorldInfo, backend: str = "auto", timeout_s: float = 600) -> torch.device:
+    """Join the process group (if any) and return this process's device; every collective
+    (and the rendezvous) fails after ``timeout_s`` (DIST.TIMEOUT_S) instead of waiting forever."""
     global _CONTROL_GROUP
     backend = resolve_backend(backend)
     if torch.cuda.is_available():
@@ -113,6 +114,10 @@ def init_distributed(world: WorldInfo, backend: str = "auto", timeout_s: int = 1
     else:
         device = torch.device("cpu")
     if world.distributed and not dist.is_initialized():
+        if backend == "nccl":
+            # A failed or timed-out NCCL collective aborts the communicator and raises, instead of
+            # hanging the stream (not exercised on CPU-only machines: gloo has no such mode).
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
         dist.init_process_group(backend=backend, init_method=f"tcp://{world.master_addr}:{world.master_port}",
                                 rank=world.rank, world_size=world.world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s))

@@ -2,8 +2,13 @@
 distributed environment exists (like detectron2's ``launch``)."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,8 +16,12 @@ import torch.multiprocessing as mp
 from yacs.config import CfgNode as CN
 
 from harness.distributed import find_free_port, world_info_from_env
-from harness.rundir import read_status, run_dir_for
+from harness.resume_guard import check_resume
+from harness.rundir import read_status, run_dir_for, write_status
 from harness.train import run_training
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+GRACE_S = 5.0  # after one rank fails, how long the others get to stop before SIGTERM, then SIGKILL
 
 
 def needs_spawn(cfg: CN) -> bool:
@@ -31,17 +40,68 @@ def launch(cfg: CN, resume: str = "auto") -> str:
     if torch.cuda.is_available() and torch.cuda.device_count() < nprocs:
         raise RuntimeError(f"DIST.GPUS {nprocs} but only {torch.cuda.device_count()} CUDA devices "
                            "are visible")
+    if check_resume(cfg, run_dir_for(cfg), resume).already_completed:  # refuse here, before any rank starts
+        print(f"run {cfg.RUN_NAME} already completed ({run_dir_for(cfg)}); nothing to do", file=sys.stderr)
+        return "completed"
     port = find_free_port()
-    context = mp.start_processes(_worker, args=(cfg, resume, nprocs, port), nprocs=nprocs, join=False,
-                                 start_method="spawn")
+    context = mp.start_processes(_worker, args=(cfg, resume, nprocs, port, os.getpid()), nprocs=nprocs,
+                                 join=False, start_method="spawn")
     forward = _forward_signals([p.pid for p in context.processes])
     try:
-        while not context.join(timeout=1):
+        while not context.join(timeout=1, grace_period=GRACE_S):
             pass
+    except mp.ProcessExitedException as e:
+        raise RankFailed(_record_rank_death(run_dir_for(cfg), e)) from None
+    except mp.ProcessRaisedException as e:
+        # The rank wrote status.json and its traceback itself; report its last line.
+        last = [line for line in str(e).splitlines() if line.strip()]
+        raise RankFailed(f"rank {e.error_index} failed: {last[-1] if last else e}") from None
     finally:
         for sig, handler in forward.items():
             signal.signal(sig, handler)
     return read_status(run_dir_for(cfg)).get("state", "completed")
+
+
+class RankFailed(RuntimeError):
+    """A local rank died or raised; status.json says failed (one line)."""
+
+
+def _record_rank_death(run_dir: Path, e: mp.ProcessExitedException) -> str:
+    """status.json: failed, with the rank, the signal (or exit code) and the last step."""
+    status = read_status(run_dir)
+    step = status.get("step")
+    how = f"was killed by {e.signal_name}" if e.exit_code < 0 else f"exited with code {e.exit_code}"
+    message = f"rank {e.error_index} (pid {e.pid}) {how} at step {step}"
+    if status.get("state") == "failed" and status.get("silent_rank") is not None:
+        return status.get("error") or message  # a watchdog already named the silent rank
+    if status.get("state") in (None, "pending", "running", "failed"):
+        write_status(run_dir, heartbeat=False, state="failed", error=message, failed_rank=e.error_index,
+                     signal=e.signal_name if e.exit_code < 0 else None, exit_code=e.exit_code)
+    return message
+
+
+def die_with_parent(sig: int = signal.SIGTERM, parent_pid: int | None = None) -> None:
+    """Have this process receive ``sig`` when its parent dies (no orphaned ranks).
+
+    Linux: prctl(PR_SET_PDEATHSIG) through ctypes; elsewhere (or if prctl fails) a
+    daemon thread polls the parent pid. SIGTERM lets a rank stop at the next step
+    boundary and checkpoint, as on a preemption."""
+    parent = os.getppid() if parent_pid is None else parent_pid
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), sig)
+        threading.Thread(target=watch, name="harness-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), sig)
 
 
 def _forward_signals(pids: list[int]) -> dict[int, Any]:
@@ -58,10 +118,11 @@ def _forward_signals(pids: list[int]) -> dict[int, Any]:
     return previous
 
 
-def _worker(local_rank: int, cfg: CN, resume: str, nprocs: int, port: int) -> None:
-    os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nprocs),
-                       "LOCAL_WORLD_SIZE": str(nprocs), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+def _worker(local_rank: int, cfg: CN, resume: str, nprocs: int, port: int, parent_pid: int) -> None:
     from harness.preemption import install_signal_handlers
 
     install_signal_handlers()
+    die_with_parent(signal.SIGTERM, parent_pid)
+    os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nprocs),
+                       "LOCAL_WORLD_SIZE": str(nprocs), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     run_training(cfg, resume)

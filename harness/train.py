@@ -2,20 +2,23 @@
 environment describes (torchrun, Slurm/submitit, or none)."""
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
 import time
 import traceback
+from pathlib import Path
 
 import torch
 from yacs.config import CfgNode as CN
 
 from harness import distributed as du
 from harness import preemption
-from harness.checkpoint import load_checkpoint, resolve_resume
-from harness.config import device_count, dump_config, flatten_config, global_batch_size
+from harness.checkpoint import CheckpointError, check_model_state, load_checkpoint
+from harness.config import device_count, dump_config, flatten_config, global_batch_size, resolve_wandb_mode
 from harness.distributed import WorldInfo, world_info_from_env
+from harness.resume_guard import check_resume
 from harness.rundir import (
     atomic_write_json,
     environment_info,
@@ -24,10 +27,13 @@ from harness.rundir import (
     read_status,
     run_dir_for,
     slurm_job_id,
+    write_status,
 )
+from harness.runformat import CONFIG_YAML, RUN_JSON
 from harness.runlog import RunLogger, setup_text_logging
 from harness.tasks import get_task
 from harness.trainer import Trainer
+from harness.watchdog import Watchdog
 
 
 def check_world(cfg: CN, world: WorldInfo) -> None:
@@ -48,7 +54,7 @@ def _set_cpu_threads(world: WorldInfo) -> None:
 
 def _identity(cfg: CN, trainer: Trainer, task_cls: type, wandb_id: str, world: WorldInfo) -> dict:
     env = environment_info()
-    previous = read_json(run_dir_for(cfg) / "run.json", default={}) or {}
+    previous = read_json(run_dir_for(cfg) / RUN_JSON, default={}) or {}
     return {
         "run_name": cfg.RUN_NAME, "sweep": cfg.SWEEP, "workload": cfg.TASK, "model": cfg.MODEL.NAME,
         "strategy": cfg.DIST.STRATEGY, "gpus": device_count(cfg), "nodes": cfg.DIST.NODES,
@@ -80,9 +86,20 @@ def run_training(cfg: CN, resume: str = "auto") -> str:
     world = world_info_from_env()
     check_world(cfg, world)
     _set_cpu_threads(world)
-    device = du.init_distributed(world, cfg.DIST.BACKEND)
+    device = du.init_distributed(world, cfg.DIST.BACKEND, cfg.DIST.TIMEOUT_S)
     run_dir = run_dir_for(cfg)
     main = du.is_main()
+    try:  # before anything in the run directory is written
+        decision = check_resume(cfg, run_dir, resume)
+    except BaseException:
+        du.destroy_distributed()
+        raise
+    if decision.already_completed:
+        setup_text_logging(None, main)
+        logging.getLogger("harness").info("run %s already completed (%s); nothing to do", cfg.RUN_NAME,
+                                          run_dir)
+        du.destroy_distributed()
+        return "completed"
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     du.barrier()
@@ -90,28 +107,43 @@ def run_training(cfg: CN, resume: str = "auto") -> str:
     task_cls = get_task(cfg.TASK)
     logger = RunLogger(run_dir, f"val/{task_cls.primary_metric}", task_cls.higher_is_better)
     previous = read_status(run_dir)
+    watchdog: Watchdog | None = None
     try:
-        if main:
-            dump_config(cfg, run_dir / "config.yaml")
-        resume_path = resolve_resume(resume, run_dir)
+        resume_path = decision.checkpoint
         trainer = Trainer(cfg, task_cls(cfg), world, device, run_dir, logger)
         state = load_checkpoint(resume_path) if resume_path else None
+        if state is not None:
+            check_model_state(trainer.raw_model, state["model"], resume_path)
+        if main:
+            dump_config(cfg, run_dir / CONFIG_YAML)
+        if decision.changed:
+            logger.warning("--resume force: continuing %s with changed keys %s", run_dir,
+                           ", ".join(decision.changed))
+        watchdog = Watchdog(run_dir, du.rank(), du.world_size(), cfg.DIST.TIMEOUT_S,
+                            step=lambda: trainer.global_step).start()
         if state is not None:
             trainer.load_state_dict(state)
             logger.best = state.get("best")
             logger.info("resumed from %s at epoch %d, step %d", resume_path, trainer.epoch,
                         trainer.global_step)
         logger.rewind(trainer.global_step)
-        old_id = (state or {}).get("wandb_id") or (read_json(run_dir / "run.json", {}) or {}).get("wandb_id")
+        old_id = (state or {}).get("wandb_id") or (read_json(run_dir / RUN_JSON, {}) or {}).get("wandb_id")
         wandb_id = du.broadcast_object(old_id or secrets.token_hex(4))
         identity = _identity(cfg, trainer, task_cls, wandb_id, world)
+        forced = sorted(set(read_json(run_dir / RUN_JSON, {}).get("resumed_with_changes") or [])
+                        | set(decision.changed))
+        if forced:  # --resume force: the run's history says which keys changed on the way
+            identity["resumed_with_changes"] = forced
         if main:
-            atomic_write_json(run_dir / "run.json", identity)
+            atomic_write_json(run_dir / RUN_JSON, identity)
         requeues = previous.get("requeues", 0) + (1 if previous.get("state") == "preempted" else 0)
         logger.status(state="running", epoch=trainer.epoch, step=trainer.global_step, requeues=requeues,
-                      error=None, traceback=None, primary_metric=identity["primary_metric"],
+                      error=None, traceback=None, failed_rank=None, silent_rank=None, signal=None,
+                      primary_metric=identity["primary_metric"],
                       job_id=identity["slurm_job_id"] or previous.get("job_id", ""))
-        settings = {"mode": cfg.LOG.WANDB.MODE, "project": cfg.LOG.WANDB.PROJECT,
+        wandb_mode, wandb_mode_from = resolve_wandb_mode(cfg.LOG.WANDB.MODE)
+        logger.info("W&B mode %s (from %s)", wandb_mode, wandb_mode_from)
+        settings = {"mode": wandb_mode, "project": cfg.LOG.WANDB.PROJECT,
                     "entity": cfg.LOG.WANDB.ENTITY, "group": identity["wandb_group"],
                     "job_type": cfg.DIST.STRATEGY, "name": cfg.RUN_NAME, "tags": list(cfg.LOG.WANDB.TAGS),
                     "init_timeout": cfg.LOG.WANDB.INIT_TIMEOUT}
@@ -128,14 +160,32 @@ def run_training(cfg: CN, resume: str = "auto") -> str:
         logger.status(state="cancelled", error="interrupted by the user (KeyboardInterrupt)")
         logger.finish(1)
         raise
+    except CheckpointError:
+        # The checkpoint does not fit: the run directory is left as it was (status included).
+        logger.finish(1)
+        raise
     except BaseException as e:
         tb = traceback.format_exc()
         first = f"{type(e).__name__}: {e}".splitlines()[0]
         if not main:
             (run_dir / f"error-rank{du.rank()}.txt").write_text(tb)
+            _report_from_survivor(run_dir, watchdog, first)
         logger.status(state="failed", error=first, traceback=tb)
         logger.warning("run failed: %s", first)
         logger.finish(1)
         raise
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         du.destroy_distributed()
+
+
+def _report_from_survivor(run_dir: Path, watchdog: Watchdog | None, error: str) -> None:
+    """A rank other than 0 failed (often because a peer died): when status.json still
+    says running, record failed here, naming a peer on this host whose process is gone."""
+    if read_status(run_dir).get("state") != "running":
+        return
+    dead = watchdog.dead_peers() if watchdog is not None else []
+    fields = {"failed_rank": dead[0]} if dead else {}
+    cause = f"rank {dead[0]}'s process is gone; " if dead else ""
+    write_status(run_dir, state="failed", error=f"rank {du.rank()}: {cause}{error}"[:500], **fields)

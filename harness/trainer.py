@@ -6,6 +6,7 @@ Concerns live elsewhere: timing (harness.timing), checkpoint files
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -18,11 +19,12 @@ from yacs.config import CfgNode as CN
 
 from harness import checkpoint as ckpt
 from harness import distributed as du
-from harness import parallel, preemption
+from harness import parallel, preemption, vis
 from harness.config import device_count, global_batch_size
-from harness.data import InferenceSampler, TrainSampler, build_loader
+from harness.data import InferenceSampler, TrainSampler, TrainSubset, build_loader, subset_indices
 from harness.distributed import WorldInfo
 from harness.optim import LRSchedule, build_optimizer, scaled_lr
+from harness.resume_guard import flat_config
 from harness.runlog import RunLogger
 from harness.tasks import Task
 from harness.timing import WindowTimer, memory_stats
@@ -56,6 +58,40 @@ class Meter:
         self.total, self.count = state
 
 
+class MeterSet:
+    """Named Meters for the task's per-step training metrics (``Task.train_metrics``):
+    device tensors summed each step, synchronised only when a record is written."""
+
+    def __init__(self) -> None:
+        self.meters: dict[str, Meter] = {}
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for name, value in values.items():
+            self.meters.setdefault(name, Meter()).add(value)
+
+    def global_means(self) -> dict[str, float]:
+        return {f"train/{name}": meter.global_mean() for name, meter in sorted(self.meters.items())}
+
+    def merge_into(self, other: MeterSet) -> None:
+        for name, meter in self.meters.items():
+            target = other.meters.setdefault(name, Meter())
+            target.total, target.count = target.total + meter.total, target.count + meter.count
+
+    def state(self) -> dict[str, tuple[float, int]]:
+        return {name: meter.state() for name, meter in self.meters.items()}
+
+    def load(self, state: dict[str, tuple[float, int]]) -> None:
+        self.meters = {}
+        for name, value in state.items():
+            self.meters[name] = Meter()
+            self.meters[name].load(value)
+
+
+def eval_autocast(cfg: CN, device: torch.device) -> contextlib.AbstractContextManager:
+    """Validation's precision: TRAIN.AMP's autocast, or fp32 when EVAL.AMP is false."""
+    return parallel.autocast(cfg, device) if cfg.EVAL.AMP else contextlib.nullcontext()
+
+
 class Trainer:
     def __init__(self, cfg: CN, task: Task, world: WorldInfo, device: torch.device, run_dir: Path,
                  logger: RunLogger):
@@ -69,8 +105,13 @@ class Trainer:
         self.micro_batch = per_process // cfg.TRAIN.GRAD_ACCUM
 
         train_set, val_set = task.build_datasets()
-        self.sampler = TrainSampler(len(train_set), world.world_size, world.rank, cfg.SEED,
-                                    weights=task.train_sample_weights(train_set))
+        weights = task.train_sample_weights(train_set)
+        if cfg.DATASET.SUBSET:
+            # The same seeded subset on every rank: an epoch of a fixed sample count.
+            picked = subset_indices(len(train_set), cfg.DATASET.SUBSET, cfg.SEED)
+            train_set = TrainSubset(train_set, picked)
+            weights = None if weights is None else weights[picked]
+        self.sampler = TrainSampler(len(train_set), world.world_size, world.rank, cfg.SEED, weights=weights)
         loader_args = dict(num_workers=cfg.DATA.NUM_WORKERS, pin_memory=cfg.DATA.PIN_MEMORY,
                            prefetch_factor=cfg.DATA.PREFETCH_FACTOR,
                            persistent_workers=cfg.DATA.PERSISTENT_WORKERS)
@@ -103,6 +144,7 @@ class Trainer:
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.elapsed = self.epoch_time = 0.0
         self.window_loss, self.epoch_loss = Meter(), Meter()
+        self.window_metrics, self.epoch_metrics = MeterSet(), MeterSet()
         self.epoch_data_wait = 0.0
         self.steps_since_start = 0
         self._clock = time.perf_counter()
@@ -111,7 +153,8 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         self._tick()
         mine = {"rng": ckpt.rng_state(), "window_loss": self.window_loss.state(),
-                "epoch_loss": self.epoch_loss.state()}
+                "epoch_loss": self.epoch_loss.state(), "window_metrics": self.window_metrics.state(),
+                "epoch_metrics": self.epoch_metrics.state()}
         return {
             "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "schedule": {"base_lr": self.lr},
@@ -119,6 +162,7 @@ class Trainer:
             "samples": self.samples, "elapsed": self.elapsed, "epoch_time": self.epoch_time,
             "epoch_data_wait": self.epoch_data_wait, "world_size": self.world.world_size,
             "per_rank": du.gather_objects(mine), "best": self.log.best,
+            "config": flat_config(self.cfg),  # what a relaunch is compared with (harness.resume_guard)
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -136,6 +180,8 @@ class Trainer:
         ckpt.set_rng_state(mine["rng"])
         self.window_loss.load(mine["window_loss"])
         self.epoch_loss.load(mine["epoch_loss"])
+        self.window_metrics.load(mine.get("window_metrics", {}))
+        self.epoch_metrics.load(mine.get("epoch_metrics", {}))
 
     @property
     def samples(self) -> int:
@@ -167,6 +213,7 @@ class Trainer:
                 self._record("val", self.evaluate())
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
             self.epoch_loss, self.epoch_time, self.epoch_data_wait = Meter(), 0.0, 0.0
+            self.epoch_metrics = MeterSet()
             if self.epoch % cfg.CHECKPOINT.EVERY_EPOCHS == 0 or self.epoch == cfg.TRAIN.EPOCHS:
                 self.save()
             self.log.status(state="running", epoch=self.epoch, step=self.global_step)
@@ -192,7 +239,10 @@ class Trainer:
                 self.epoch_data_wait += wait
                 batch = self.task.prepare_batch(batch, self.device, cfg.TRAIN.CHANNELS_LAST)
                 with parallel.no_sync(self.model, micro < accum - 1), parallel.autocast(cfg, self.device):
-                    loss = self.task.loss(self.task.forward(self.model, batch), batch)
+                    outputs = self.task.forward(self.model, batch)
+                    loss = self.task.loss(outputs, batch)
+                with torch.no_grad():
+                    self.window_metrics.add(self.task.train_metrics(outputs, batch))
                 if self.global_step == cfg.FAULT.NAN_AT_STEP:
                     loss = loss * float("nan")
                 self.scaler.scale(loss / accum).backward()
@@ -244,12 +294,15 @@ class Trainer:
         model = self.raw_model if self.world.world_size > 1 else self.model
         model.eval()
         self.evaluator.reset()
-        for batch in self.val_loader:
-            batch = self.task.prepare_batch(batch, self.device, self.cfg.TRAIN.CHANNELS_LAST)
-            with parallel.autocast(self.cfg, self.device):
+        first = None
+        for raw in self.val_loader:
+            batch = self.task.prepare_batch(raw, self.device, self.cfg.TRAIN.CHANNELS_LAST)
+            with eval_autocast(self.cfg, self.device):
                 outputs = self.task.eval_forward(model, batch)
             self.evaluator.process(batch, outputs)
+            first = first or (raw, outputs)
         metrics = self.evaluator.evaluate()
+        vis.write_validation_grid(self.cfg, self.run_dir, self.log, *(first or (None, None)), self.epoch)
         self.model.train()
         self._clock = time.perf_counter()  # validation time is not training time
         return {f"val/{k}": v for k, v in metrics.items()}
@@ -269,8 +322,12 @@ class Trainer:
         self.epoch_loss.total = self.epoch_loss.total + self.window_loss.total
         self.epoch_loss.count += self.window_loss.count
         self.window_loss = Meter()
+        train_metrics = self.window_metrics.global_means()
+        self.window_metrics.merge_into(self.epoch_metrics)
+        self.window_metrics = MeterSet()
         stats = timer.summary(self.devices)
         stats.update(memory_stats(self.device))
+        stats.update(train_metrics)
         stats.update({"train/loss": loss, "train/lr": lr,
                       "steady": self.steps_since_start - stats["steps"] >= self.cfg.LOG.WARMUP_STEPS})
         stats.pop("wall_s")
@@ -282,6 +339,7 @@ class Trainer:
         self._tick()
         epoch_samples = self.steps_per_epoch * self.global_batch
         self._record("epoch", {
+            **self.epoch_metrics.global_means(),
             "train/loss": self.epoch_loss.global_mean(), "train/lr": self.optimizer.param_groups[0]["lr"],
             "time/epoch_s": self.epoch_time,
             "throughput/img_per_s": epoch_samples / max(1e-9, self.epoch_time),
