@@ -101,7 +101,7 @@ class Trainer:
         self.devices = device_count(cfg)
         self.global_batch = global_batch_size(cfg)
         # Per optimizer step this process loads BATCH_SIZE_PER_GPU (x GPUS for dp), in GRAD_ACCUM pieces.
-        per_process = cfg.TRAIN.BATCH_SIZE_PER_GPU * (cfg.DIST.GPUS if cfg.DIST.STRATEGY == "dp" else 1)
+        per_process = cfg.TRAIN.BATCH_SIZE_PER_GPU * (self.devices if cfg.DIST.STRATEGY == "dp" else 1)
         self.micro_batch = per_process // cfg.TRAIN.GRAD_ACCUM
 
         train_set, val_set = task.build_datasets()
