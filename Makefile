@@ -8,7 +8,7 @@ DEMO_DIR ?= runs/demo
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: venv demo test test-fast lint format typecheck check slurm-demo slurm-up slurm-down bench clean-demo
+.PHONY: venv demo test test-fast lint format typecheck check slurm-demo slurm-up slurm-down commbench-study bench clean-demo
 
 venv: $(STAMP)
 
@@ -71,6 +71,12 @@ slurm-up:
 
 slurm-down:
 	bash slurm/local-cluster.sh down
+
+## commbench-study: shaped node link (100/300/1000 Mbit/s) on the 2-node local cluster: commbench
+## recovers each rate, the model predicts DDP step times; writes docs/commbench.md (+ png). Needs root.
+commbench-study: venv
+	bash slurm/local-cluster.sh up --nodes 2
+	$(PY) -m harness.commbench_study --rates 100mbit,300mbit,1000mbit
 
 bench: venv
 	$(PY) benchmarks/bench_fer_transforms.py

@@ -44,8 +44,6 @@ PLOT = REPO / "docs" / "commbench-study.png"
 BEGIN, END = "<!-- commbench-study:begin -->", "<!-- commbench-study:end -->"
 BANDWIDTH_TOLERANCE = 0.15
 STEP_TOLERANCE = 0.20
-# Enough training images for a 2-process epoch of the study's steps at batch 32.
-SYNTH_IMAGES = 2000
 
 
 @dataclass
@@ -135,12 +133,14 @@ def _write_profile(work: Path) -> Path:
     return path
 
 
-def _ensure_data(work: Path) -> Path:
-    root = work / f"data-{SYNTH_IMAGES}"
+def _ensure_data(work: Path, opts: StudyOptions) -> Path:
+    # Enough training images (80% of the set) for the study's steps on two processes.
+    images = int(opts.steps * opts.batch * 2 / 0.75) + 1
+    root = work / f"data-{images}"
     if not (root / "fer2013.csv").is_file():
         from efficientnet.synth import write_synthetic_fer
 
-        write_synthetic_fer(str(root), n=SYNTH_IMAGES, fmt="csv", seed=0)
+        write_synthetic_fer(str(root), n=images, fmt="csv", seed=0)
     return root
 
 
@@ -250,20 +250,21 @@ def run_study(opts: StudyOptions) -> list[RatePoint]:
     os.environ.update(cluster)
     opts.work.mkdir(parents=True, exist_ok=True)
     profile = _write_profile(opts.work)
-    data_root = _ensure_data(opts.work)
+    data_root = _ensure_data(opts.work, opts)
     _cluster_script("unshape", state_dir=opts.state_dir)  # compute is measured without a shaped link
     points = [measure_rate(opts, profile, data_root, rate) for rate in opts.rates]
     (opts.work / "study.json").write_text(json.dumps({"options": {**asdict(opts), "work": str(opts.work),
                                                                   "state_dir": str(opts.state_dir or "")},
+                                                      "finished_at": time.time(),
                                                       "points": [asdict(p) for p in points]}, indent=2))
     return points
 
 
-def load_study(path: Path) -> tuple[list[RatePoint], StudyOptions]:
-    """The points and options a study wrote to its study.json."""
+def load_study(path: Path) -> tuple[list[RatePoint], StudyOptions, float]:
+    """The points, options and finishing time a study wrote to its study.json."""
     data = json.loads(Path(path).read_text())
     opts = StudyOptions(**{k: v for k, v in data["options"].items() if k not in ("work", "state_dir")})
-    return [RatePoint(**p) for p in data["points"]], opts
+    return [RatePoint(**p) for p in data["points"]], opts, data.get("finished_at", Path(path).stat().st_mtime)
 
 
 def _mbit(bytes_per_s: float | None) -> str:
@@ -321,7 +322,8 @@ def write_plot(points: Sequence[RatePoint], path: Path) -> None:
     plt.close(fig)
 
 
-def write_doc(points: Sequence[RatePoint], opts: StudyOptions, doc: Path = DOC, plot: Path = PLOT) -> None:
+def write_doc(points: Sequence[RatePoint], opts: StudyOptions, measured_at: float, doc: Path = DOC,
+              plot: Path = PLOT) -> None:
     """Replace the study section of docs/commbench.md (between its markers)."""
     write_plot(points, plot)
     text = doc.read_text()
@@ -329,7 +331,8 @@ def write_doc(points: Sequence[RatePoint], opts: StudyOptions, doc: Path = DOC, 
         raise RuntimeError(f"{doc} lacks the markers {BEGIN} / {END}")
     section = "\n".join([
         BEGIN,
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `make commbench-study` "
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(measured_at))} with "
+        "`make commbench-study` "
         f"(rates {', '.join(opts.rates)}; EfficientNet-B0, 48 px, batch {opts.batch} per process, "
         f"{opts.steps} steps, median of steady windows; commbench {opts.min_bytes}..{opts.max_bytes}, "
         f"{opts.iters} iters). Gradient bytes: {points[0].grad_bytes / 1e6:.1f} MB.",
@@ -353,8 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="only rewrite docs/commbench.md from a study.json written earlier")
     args = parser.parse_args(argv)
     if args.render:
-        points, opts = load_study(args.render)
-        write_doc(points, opts)
+        points, opts, measured_at = load_study(args.render)
+        write_doc(points, opts, measured_at)
         print(study_table(points))
         return 0 if all(p.passed for p in points) else 1
     opts = StudyOptions(rates=[r.strip() for r in args.rates.split(",") if r.strip()],
@@ -364,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     points = run_study(opts)
     print(study_table(points))
     if not args.no_doc:
-        write_doc(points, opts)
+        write_doc(points, opts, time.time())
         print(f"wrote {DOC} and {PLOT}")
     return 0 if all(p.passed for p in points) else 1
 

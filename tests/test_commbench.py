@@ -183,3 +183,25 @@ def test_analyze_command_reads_commbench_results(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "r" / "report.md").read_text()
     assert "Measured interconnect" in report and "commbench" in report
+
+
+@pytest.mark.slow  # a local sweep run: scheduler + two gloo processes
+def test_commbench_sweep_run_on_the_local_backend(tmp_path: Path):
+    import io
+
+    import yaml
+
+    from harness.launcher.sweep_ops import launch_sweep, wait_for_sweep
+
+    spec = yaml.safe_load((REPO / "configs" / "sweeps" / "commbench.yaml").read_text())
+    spec.update(base=str(REPO / "configs" / "fer" / "effnet_b0_synthetic.yaml"), grid={"gpus": [2]})
+    spec["overrides"]["JOB"]["ARGS"] = ["--min-bytes", "4K", "--max-bytes", "16K", "--iters", "1",
+                                        "--ops", "all_reduce"]
+    path = tmp_path / "commbench.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    sweep_dir = launch_sweep(str(path), backend="local", root=str(tmp_path), out=io.StringIO())
+    rows = wait_for_sweep(sweep_dir, poll_s=1, timeout_s=240)
+    assert [(r.name, r.state) for r in rows] == [("ddp-g2-b32-s0", "completed")]
+    [result] = load_commbench([sweep_dir])
+    assert (result["world_size"], result["nodes"], result["gpus_per_node"]) == (2, 1, 2)
+    assert [r["bytes"] for r in result["results"]] == [4096, 8192, 16384]
