@@ -3,6 +3,7 @@ distributed environment exists (like detectron2's ``launch``)."""
 from __future__ import annotations
 
 import ctypes
+import multiprocessing.connection as mp_connection
 import os
 import signal
 import sys
@@ -48,11 +49,14 @@ def launch(cfg: CN, resume: str = "auto") -> str:
                                  join=False, start_method="spawn")
     forward = _forward_signals([p.pid for p in context.processes])
     try:
+        first = _first_failure(context.processes)
         while not context.join(timeout=1, grace_period=GRACE_S):
             pass
-    except mp.ProcessExitedException as e:
-        raise RankFailed(_record_rank_death(run_dir_for(cfg), e)) from None
-    except mp.ProcessRaisedException as e:
+    except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:
+        if first is not None and first[1] < 0:  # killed by a signal: the cause, whatever failed next
+            raise RankFailed(_record_rank_death(run_dir_for(cfg), *first)) from None
+        if isinstance(e, mp.ProcessExitedException):
+            raise RankFailed(_record_rank_death(run_dir_for(cfg), e.error_index, e.exit_code)) from None
         # The rank wrote status.json and its traceback itself; report its last line.
         last = [line for line in str(e).splitlines() if line.strip()]
         raise RankFailed(f"rank {e.error_index} failed: {last[-1] if last else e}") from None
@@ -66,18 +70,39 @@ class RankFailed(RuntimeError):
     """A local rank died or raised; status.json says failed (one line)."""
 
 
-def _record_rank_death(run_dir: Path, e: mp.ProcessExitedException) -> str:
+def _first_failure(processes: list[Any]) -> tuple[int, int] | None:
+    """Wait until every rank ended or one failed: (rank, exit code) of the first failure,
+    a rank killed by a signal first (its peers' errors follow from it)."""
+    while True:
+        failed = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode not in (None, 0)]
+        if failed:
+            return sorted(failed, key=lambda f: f[1] >= 0)[0]
+        alive = [p.sentinel for p in processes if p.exitcode is None]
+        if not alive:
+            return None
+        mp_connection.wait(alive, timeout=1)
+
+
+def _record_rank_death(run_dir: Path, rank: int, exit_code: int) -> str:
     """status.json: failed, with the rank, the signal (or exit code) and the last step."""
     status = read_status(run_dir)
     step = status.get("step")
-    how = f"was killed by {e.signal_name}" if e.exit_code < 0 else f"exited with code {e.exit_code}"
-    message = f"rank {e.error_index} (pid {e.pid}) {how} at step {step}"
+    signal_name = _signal_name(-exit_code) if exit_code < 0 else None
+    how = f"was killed by {signal_name}" if signal_name else f"exited with code {exit_code}"
+    message = f"rank {rank} {how} at step {step}"
     if status.get("state") == "failed" and status.get("silent_rank") is not None:
         return status.get("error") or message  # a watchdog already named the silent rank
     if status.get("state") in (None, "pending", "running", "failed"):
-        write_status(run_dir, heartbeat=False, state="failed", error=message, failed_rank=e.error_index,
-                     signal=e.signal_name if e.exit_code < 0 else None, exit_code=e.exit_code)
+        write_status(run_dir, heartbeat=False, state="failed", error=message, failed_rank=rank,
+                     signal=signal_name, exit_code=exit_code)
     return message
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def die_with_parent(sig: int = signal.SIGTERM, parent_pid: int | None = None) -> None:

@@ -30,6 +30,7 @@ class SweepRun(submitit.helpers.Checkpointable):
     def __call__(self) -> str:
         from harness import preemption
         from harness.config import load_config
+        from harness.spawn import die_with_parent
         from harness.train import run_training
 
         cfg = load_config(self.base, self.opts)
@@ -43,6 +44,9 @@ class SweepRun(submitit.helpers.Checkpointable):
             preemption.request_stop(f"signal {signal.Signals(signum).name}")
 
         signal.signal(usr_sig, stop_at_step_boundary)
+        # If this task's parent (slurmstepd/srun) dies, stop as on a preemption: checkpoint at the
+        # next step boundary and exit, rather than train on unseen (submitit ignores SIGTERM).
+        die_with_parent(usr_sig)
         state = run_training(cfg, resume="auto")
         if state == "preempted" and callable(submitit_handler):
             # Rank 0: checkpoint() + scontrol requeue + exit; other ranks: returns.

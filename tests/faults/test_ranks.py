@@ -1,0 +1,95 @@
+"""issue 10 items 4-6: no orphan, no hang. Real `harness train` runs with two gloo ranks:
+rank 0 killed (-9), the launcher killed (-9), rank 1 frozen (SIGSTOP)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.helpers import heartbeat, pid_gone, start_train, status, wait_for
+from tests.spine_helpers import FER_SYNTH, fast_opts
+
+pytestmark = pytest.mark.slow  # each starts three Python processes that import torch
+
+
+def _ddp2(fer_csv_root: str, tmp_path: Path, name: str, **extra: object) -> list[str]:
+    return ["--config", FER_SYNTH, *fast_opts(
+        fer_csv_root, tmp_path, RUN_NAME=name, DIST__STRATEGY="ddp", DIST__GPUS=2, TRAIN__EPOCHS=500,
+        TRAIN__MAX_STEPS_PER_EPOCH=4, TRAIN__BATCH_SIZE_PER_GPU=8, EVAL__EVERY_EPOCHS=0,
+        DATA__NUM_WORKERS=0, LOG__WANDB__MODE="disabled", **extra)]
+
+
+def _training_ranks(run_dir: Path, proc) -> list[int]:
+    """Pids of ranks 0 and 1 once both have trained a few steps."""
+    def ready():
+        assert proc.poll() is None, f"the launcher ended early ({proc.returncode})"
+        beats = [heartbeat(run_dir, r) for r in (0, 1)]
+        return [b["pid"] for b in beats] if all(b and b["step"] >= 2 for b in beats) else None
+    return wait_for(ready, 180, "both ranks to train")
+
+
+def _cleanup(pids: list[int]) -> None:
+    for pid in pids:
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+
+def test_rank0_killed_is_recorded_failed_with_rank_signal_and_step(fer_csv_root: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "kill0"
+    proc = start_train(*_ddp2(fer_csv_root, tmp_path, "kill0"), log=tmp_path / "out.log")
+    pids = _training_ranks(run_dir, proc)
+    try:
+        os.kill(pids[0], signal.SIGKILL)
+        assert proc.wait(timeout=60) != 0
+        st = status(run_dir)
+        assert st["state"] == "failed" and st["failed_rank"] == 0 and st["signal"] == "SIGKILL", st
+        assert "rank 0" in st["error"] and "SIGKILL" in st["error"] and f"step {st['step']}" in st["error"]
+        assert st["step"] >= 2
+        wait_for(lambda: pid_gone(pids[1]), 30, "rank 1 to end")
+    finally:
+        _cleanup(pids)
+
+
+def test_launcher_killed_takes_its_ranks_with_it(fer_csv_root: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "orphan"
+    proc = start_train(*_ddp2(fer_csv_root, tmp_path, "orphan"), log=tmp_path / "out.log")
+    pids = _training_ranks(run_dir, proc)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        # The parent-death signal is SIGTERM: the ranks agree to stop, checkpoint, and exit.
+        wait_for(lambda: all(pid_gone(p) for p in pids), 60, "both ranks to end after the launcher")
+        st = status(run_dir)
+        assert st["state"] == "preempted", st
+        assert (run_dir / "checkpoints" / "last.pt").is_file()
+    finally:
+        _cleanup(pids)
+
+
+def test_frozen_rank_fails_the_run_within_the_timeout_naming_it(fer_csv_root: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "frozen"
+    timeout_s = 8
+    proc = start_train(*_ddp2(fer_csv_root, tmp_path, "frozen", DIST__TIMEOUT_S=timeout_s),
+                       log=tmp_path / "out.log")
+    pids = _training_ranks(run_dir, proc)
+    try:
+        frozen_at = time.time()
+        os.kill(pids[1], signal.SIGSTOP)
+        proc.wait(timeout=60)
+        took = time.time() - frozen_at
+        st = status(run_dir)
+        assert st["state"] == "failed" and st["silent_rank"] == 1, st
+        assert st["error"].startswith(f"rank 1 (pid {pids[1]}") and "no heartbeat" in st["error"]
+        assert took < timeout_s + 10, took  # the watchdog, not a 600 s (or 1800 s) collective timeout
+        wait_for(lambda: all(pid_gone(p) for p in pids), 30, "no rank left, the frozen one included")
+        assert "sent no heartbeat" in (tmp_path / "out.log").read_text()
+    finally:
+        _cleanup(pids)
+    assert json.loads((run_dir / "heartbeat" / "rank1.json").read_text())["pid"] == pids[1]
