@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,11 +30,21 @@ def setup_text_logging(run_dir: Path | None, main: bool) -> None:
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(fmt)
     log.addHandler(console)
-    if main and run_dir is not None:
+    if main and run_dir is not None and not _is_stderr(run_dir / TRAIN_LOG):
+        # (The local backend already sends stderr to train.log: one handler, no doubled lines.)
         run_dir.mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(run_dir / TRAIN_LOG)
         fh.setFormatter(fmt)
         log.addHandler(fh)
+
+
+def _is_stderr(path: Path) -> bool:
+    """Whether this process's stderr already writes to ``path``."""
+    try:
+        err, target = os.fstat(sys.stderr.fileno()), os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (err.st_dev, err.st_ino) == (target.st_dev, target.st_ino)
 
 
 class WandbSink:

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any
 
-from harness.launcher.status import DEFAULT_LOST_AFTER_S
+from harness.launcher.status import DEFAULT_LOST_AFTER_S, DEFAULT_STALLED_AFTER_S
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -57,7 +57,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from harness.launcher.status import all_finished, format_table, status_json, summary_line, sweep_status
 
     while True:
-        rows, source = sweep_status(args.sweep_dir, args.lost_after)
+        rows, source = sweep_status(args.sweep_dir, args.lost_after, stalled_after_s=args.stalled_after)
         if source.startswith("unavailable"):
             print(f"harness status: warning: scheduler {source}; states come from status.json only",
                   file=sys.stderr)
@@ -127,6 +127,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--lost-after", type=float, default=DEFAULT_LOST_AFTER_S, metavar="SECONDS",
                         help="a running run whose heartbeat is older than this and whose job is gone is "
                              f"lost (default: {DEFAULT_LOST_AFTER_S:.0f})")
+    status.add_argument("--stalled-after", type=float, default=DEFAULT_STALLED_AFTER_S, metavar="SECONDS",
+                        help="a running run whose job is alive but whose step has not advanced for this long "
+                             f"is stalled (default: {DEFAULT_STALLED_AFTER_S:.0f})")
     status.set_defaults(func=_guard(cmd_status))
 
     resub = subparsers.add_parser("resubmit", help="resubmit failed or unfinished runs of a sweep",

@@ -81,10 +81,13 @@ def _start(sweep_dir: Path, name: str, gpus: list[str]) -> subprocess.Popen:
     env = dict(os.environ)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    started = time.time()
     with open(directory / TRAIN_LOG, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.run_one", str(sweep_dir), name],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True, close_fds=True)
+    # The process's own start: `harness status` ELAPSED includes start-up, like sacct's.
+    write_status(directory, heartbeat=False, job_started_at=started, job_ended_at=None)
     with updating(sweep_dir) as manifest:
         record_submission(manifest, name, "local", f"{LOCAL_PREFIX}{proc.pid}", gpus=gpus)
     _log(f"started {name} pid {proc.pid} gpus {gpus or 'cpu'}")
@@ -96,6 +99,7 @@ def _finished(sweep_dir: Path, name: str, returncode: int) -> None:
     directory = run_dir(sweep_dir, name)
     state = read_status(directory).get("state")
     _log(f"finished {name} exit {returncode} state {state}")
+    write_status(directory, heartbeat=False, job_ended_at=time.time())
     if returncode != 0 and state in (None, "pending", "running"):
         log = directory / TRAIN_LOG
         text = log.read_text(errors="replace") if log.is_file() else ""

@@ -4,7 +4,9 @@ A run's own status.json is the first source of truth (it says completed,
 failed, preempted...). The scheduler (sacct, else squeue; pids for the local
 backend) adds what a run cannot say itself: that its job is still queued, was
 cancelled, or died without a word (``lost``: status says running, the heartbeat
-is older than ``lost_after_s`` and the job is not in the queue).
+is older than ``lost_after_s`` and the job is not in the queue). A run whose job is
+alive but whose heartbeat (rank 0 stamps it when the step advances, see
+harness.watchdog) is older than ``stalled_after_s`` is ``stalled``.
 """
 from __future__ import annotations
 
@@ -18,11 +20,14 @@ from harness.launcher.job_state import JobInfo, SchedulerError, is_local, query_
 from harness.launcher.manifest import read_manifest, run_dir
 from harness.rundir import read_status
 
-STATES = ("pending", "running", "requeued", "preempted", "completed", "failed", "cancelled", "lost")
+STATES = ("pending", "running", "stalled", "requeued", "preempted", "completed", "failed", "cancelled",
+          "lost")
 TERMINAL = {"completed", "failed", "cancelled", "lost", "preempted"}
 # Scheduler end states that mean the job died before the run could say so.
 _JOB_FAILED = {"FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "BOOT_FAIL", "DEADLINE"}
 DEFAULT_LOST_AFTER_S = 600.0
+# No step for this long while the job lives: stalled (a long validation can legitimately take minutes).
+DEFAULT_STALLED_AFTER_S = 1800.0
 
 
 @dataclass
@@ -46,7 +51,7 @@ class RunState:
 
 
 def derive_state(status: dict[str, Any], job: JobInfo | None, lost_after_s: float,
-                 now: float) -> tuple[str, str]:
+                 now: float, stalled_after_s: float = DEFAULT_STALLED_AFTER_S) -> tuple[str, str]:
     """(state, error) from a run's status.json and its job's scheduler info
     (None: no job known)."""
     written = status.get("state")
@@ -62,9 +67,11 @@ def derive_state(status: dict[str, Any], job: JobInfo | None, lost_after_s: floa
     if written == "running":
         if job is not None and job.state in ("PENDING", "REQUEUED", "REQUEUE_HOLD"):
             return "requeued", ""
-        stale = now - float(status.get("heartbeat") or 0) > lost_after_s
-        if stale and not alive:
+        silent_s = now - float(status.get("heartbeat") or 0)
+        if silent_s > lost_after_s and not alive:
             return "lost", ""
+        if silent_s > stalled_after_s and alive:
+            return "stalled", ""
         return "running", ""
     # pending, or no status.json yet
     if job is None:
@@ -97,6 +104,8 @@ def _detail(row: RunState, status: dict[str, Any], now: float) -> str:
     if row.state in ("requeued", "preempted"):
         where = f"step {row.step}, " if row.step is not None else ""
         return f"{where}requeues {row.requeues}"
+    if row.state == "stalled":
+        return f"no step for {now - float(status.get('heartbeat') or 0):.0f}s at step {row.step}, job alive"
     if row.state == "lost":
         heartbeat = status.get("heartbeat")
         return f"no heartbeat for {now - heartbeat:.0f}s, job gone" if heartbeat else "job gone, no status"
@@ -104,7 +113,8 @@ def _detail(row: RunState, status: dict[str, Any], now: float) -> str:
 
 
 def sweep_status(sweep_dir: str | Path, lost_after_s: float = DEFAULT_LOST_AFTER_S,
-                 manifest: dict[str, Any] | None = None) -> tuple[list[RunState], str]:
+                 manifest: dict[str, Any] | None = None,
+                 stalled_after_s: float = DEFAULT_STALLED_AFTER_S) -> tuple[list[RunState], str]:
     """One row per run (manifest order) and where scheduler info came from."""
     manifest = manifest if manifest is not None else read_manifest(sweep_dir)
     runs = manifest["runs"]
@@ -127,7 +137,7 @@ def sweep_status(sweep_dir: str | Path, lost_after_s: float = DEFAULT_LOST_AFTER
     for name in runs:
         status = read_status(run_dir(sweep_dir, name))
         job = jobs.get(job_ids[name]) if job_ids[name] else None
-        state, error = derive_state(status, job, lost_after_s, now)
+        state, error = derive_state(status, job, lost_after_s, now, stalled_after_s)
         row = RunState(name=name, state=state, job_id=job_ids[name],
                        scheduler_state=job.state if job else "",
                        epoch=status.get("epoch"), step=status.get("step"),
@@ -138,6 +148,11 @@ def sweep_status(sweep_dir: str | Path, lost_after_s: float = DEFAULT_LOST_AFTER
         started = status.get("started_at")
         if job is not None and job.elapsed_s is not None:
             row.elapsed_s = job.elapsed_s  # the scheduler's: the current job, start-up included
+        elif status.get("job_started_at") is not None:
+            # The local scheduler's own clock for the current process: start-up included, as sacct.
+            end = status.get("job_ended_at") or (now if job is not None and job.alive else None)
+            end = end or float(status.get("heartbeat") or now)
+            row.elapsed_s = max(0.0, float(end) - float(status["job_started_at"]))
         elif started is not None and status.get("state") not in (None, "pending"):
             end = now if state == "running" else float(status.get("heartbeat") or now)
             row.elapsed_s = max(0.0, end - float(started))
