@@ -6,13 +6,16 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from yacs.config import CfgNode as CN
-
-from harness.config import ConfigError, load_config
+# Only light imports at module level: `harness --help` and `harness status` load this module.
+if TYPE_CHECKING:
+    from yacs.config import CfgNode as CN
 
 
 def _train_opts(args: argparse.Namespace) -> list[str]:
+    from harness.config import ConfigError
+
     opts = list(args.opts)
     flags = [o for o in opts[0::2] if o.startswith("--")]
     if flags:
@@ -45,10 +48,13 @@ def train_config(cfg: CN, resume: str = "auto") -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from harness.config import load_config
+
     return train_config(load_config(args.config, _train_opts(args)), resume=args.resume)
 
 
 def cmd_data_summary(args: argparse.Namespace) -> int:
+    from harness.config import load_config
     from harness.tasks import get_workload
 
     cfg = load_config(args.config, args.opts)

@@ -19,7 +19,9 @@ from typing import Any
 import yaml
 from yacs.config import CfgNode as CN
 
+from harness.config import flatten_config
 from harness.errors import UserError
+from harness.runformat import flatten
 
 FORCE = "force"
 
@@ -47,26 +49,9 @@ def is_volatile(key: str) -> bool:
     return any(key == v or (v.endswith(".") and key.startswith(v)) for v in VOLATILE)
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: list(node) if isinstance(node, tuple) else node}
-
-
 def flat_config(cfg: CN) -> dict[str, Any]:
     """The config as ``{"TRAIN.LR": 0.1, ...}`` with plain values (stored in checkpoints)."""
-    return _flatten(yaml.safe_load(yaml.safe_dump(_plain(cfg))))
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _plain(v) for k, v in node.items()}
-    if isinstance(node, (list, tuple)):
-        return [_plain(v) for v in node]
-    return node
+    return flatten_config(cfg)
 
 
 def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -94,7 +79,7 @@ def _previous_config(run_dir: Path, checkpoint: Path | None) -> tuple[dict[str, 
     path = run_dir / "config.yaml"
     if path.is_file():
         try:
-            return _flatten(yaml.safe_load(path.read_text()) or {}), str(path)
+            return flatten(yaml.safe_load(path.read_text()) or {}), str(path)
         except yaml.YAMLError as e:
             raise ResumeError(f"{path}: unreadable ({str(e).splitlines()[0]}); move the run directory "
                               "away or pass --resume never") from e

@@ -12,11 +12,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from yacs.config import CfgNode as CN
+from typing import TYPE_CHECKING, Any
 
 from harness.runformat import STATES, STATUS_JSON
+
+if TYPE_CHECKING:
+    from yacs.config import CfgNode as CN
 
 
 def run_dir_for(cfg: CN) -> Path:

@@ -13,12 +13,14 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError
-from harness.launcher.spec import RunPlan, SweepSpec
 from harness.rundir import atomic_write_json, read_json
 from harness.runformat import MANIFEST_JSON
+
+if TYPE_CHECKING:  # `harness status` reads manifests without loading configs
+    from harness.launcher.spec import RunPlan, SweepSpec
 
 MANIFEST = MANIFEST_JSON
 VERSION = 1
