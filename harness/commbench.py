@@ -139,8 +139,11 @@ def run_commbench(options: dict[str, Any], launcher: str, out_dir: str | os.Path
 
     world = du.world_info_from_env()
     device = du.init_distributed(world, options.get("backend", "auto"))
+    if not dist.is_initialized():  # one process (e.g. a 1-task Slurm job): a group of one
+        dist.init_process_group(du.resolve_backend(options.get("backend", "auto")), rank=0, world_size=1,
+                                init_method=f"tcp://127.0.0.1:{du.find_free_port()}")
     try:
-        backend = dist.get_backend() if dist.is_initialized() else "none"
+        backend = dist.get_backend()
         hosts = du.gather_objects(socket.gethostname())
         nodes = len(set(hosts))
         dtype = getattr(torch, options.get("dtype", "float32"))

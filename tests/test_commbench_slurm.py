@@ -38,7 +38,8 @@ def test_commbench_recovers_the_shaped_link_and_the_model_predicts_ddp(
     for key, value in slurm_cluster_2nodes.env.items():
         monkeypatch.setenv(key, value)  # restored afterwards (the study exports them)
     opts = StudyOptions(rates=["300mbit"], work=tmp_path / "study", state_dir=slurm_cluster_2nodes.state_dir,
-                        steps=10, warmup_steps=4, max_bytes="8M", ops="all_reduce,broadcast", timeout_s=420)
+                        steps=10, warmup_steps=4, min_bytes="256K", max_bytes="16M", ops="all_reduce",
+                        timeout_s=420)
     [point] = run_study(opts)
     assert _link(slurm_cluster_2nodes) == "node link: unshaped"
     summary = (f"busbw {point.measured_bytes_per_s} B/s vs {point.configured_bytes_per_s}; step predicted "
