@@ -7,7 +7,8 @@ does not depend on worker count, worker reuse or a resume in mid-epoch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -52,6 +53,46 @@ class TrainSampler(DistributedSampler):
         return self.num_samples - self.skip
 
 
+class TrainSubset(Dataset):
+    """A fixed, seeded subset of a training set (``DATASET.SUBSET``): every epoch is the
+    same ``len(indices)`` samples, in a new order. Keys map onto the underlying dataset,
+    ``(epoch, i) -> (epoch, indices[i])``, so each sample keeps its own augmentation."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]):
+        self.dataset = dataset
+        self.indices = [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _key(self, key: int | tuple[int, int]) -> int | tuple[int, int]:
+        if isinstance(key, (tuple, list)):
+            return (key[0], self.indices[key[1]])
+        return self.indices[key]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        return self.dataset[self._key(key)]
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list:
+        mapped = [self._key(k) for k in keys]
+        batched = getattr(self.dataset, "__getitems__", None)
+        return batched(mapped) if batched else [self.dataset[k] for k in mapped]
+
+
+def subset_indices(dataset_len: int, size: int, seed: int) -> list[int]:
+    """``size`` distinct indices of ``range(dataset_len)`` drawn by ``seed`` (sorted);
+    all of them when ``size`` is 0. A size beyond the dataset is an error naming the key."""
+    if size < 0:
+        raise ValueError(f"DATASET.SUBSET must be >= 0 (0 = the whole training set), got {size}")
+    if size == 0:
+        return list(range(dataset_len))
+    if size > dataset_len:
+        raise ValueError(f"DATASET.SUBSET is {size} but the training set has only {dataset_len} samples")
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return sorted(torch.randperm(dataset_len, generator=g)[:size].tolist())
+
+
 class InferenceSampler(Sampler[int]):
     """Contiguous, non-overlapping shards: every sample is evaluated exactly once
     (DistributedSampler would pad with duplicates)."""
@@ -77,4 +118,6 @@ def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, num_worker
     # or a run resumed mid-epoch would see different dropout than an uninterrupted one.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory and torch.cuda.is_available(), drop_last=drop_last,
-                      generator=torch.Generator(), **kwargs)
+                      generator=torch.Generator(),
+                      # A dataset that fetches whole batches (__getitems__) may collate them itself.
+                      collate_fn=getattr(dataset, "collate_fn", None), **kwargs)
