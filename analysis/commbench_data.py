@@ -82,8 +82,11 @@ def fit_alpha_beta(sizes: Sequence[float], times_s: Sequence[float], factor: flo
                            bounds=([0, 0], [np.inf, np.inf]), loss="soft_l1", f_scale=ROBUST_SCALE,
                            x_scale="jac", ftol=1e-12, xtol=1e-12, gtol=1e-12)
     alpha, inv_beta = float(result.x[0]) / 1e3, float(result.x[1]) / 1e6
+    alpha = alpha if alpha > 1e-9 else 0.0  # below a nanosecond is the solver's bound, not a latency
     predicted = alpha + x * inv_beta
-    out.update(alpha_s=float(alpha), rel_rms_error=float(np.sqrt(np.mean(((predicted - t) / t) ** 2))))
+    relative = np.abs(predicted - t) / t
+    out.update(alpha_s=float(alpha), rel_rms_error=float(np.sqrt(np.mean(relative**2))),
+               rel_median_error=float(np.median(relative)))
     # A per-byte term under 1% of the largest message's time is no measured bandwidth.
     if x.max() * inv_beta > 0.01 * t.max():
         out.update(beta_bytes_per_s=float(1.0 / inv_beta), bandwidth_identified=True)
@@ -139,7 +142,8 @@ def load_commbench(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
 
 
 FIT_COLUMNS = ["nodes", "gpus_per_node", "world_size", "backend", "device_type", "op", "alpha_s",
-               "beta_bytes_per_s", "busbw_gb_per_s", "bandwidth_identified", "rel_rms_error", "n_points",
+               "beta_bytes_per_s", "busbw_gb_per_s", "bandwidth_identified", "rel_rms_error",
+               "rel_median_error", "n_points",
                "label", "path"]
 
 
@@ -156,7 +160,8 @@ def commbench_fit_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
                          "device_type": data.get("device_type", ""), "op": op, "alpha_s": fit.get("alpha_s"),
                          "beta_bytes_per_s": beta, "busbw_gb_per_s": beta / 1e9 if beta else None,
                          "bandwidth_identified": bool(fit.get("bandwidth_identified")),
-                         "rel_rms_error": fit.get("rel_rms_error"), "n_points": fit.get("n_points"),
+                         "rel_rms_error": fit.get("rel_rms_error"),
+                         "rel_median_error": fit.get("rel_median_error"), "n_points": fit.get("n_points"),
                          "label": data.get("label", ""), "path": data.get("path", "")})
     return pd.DataFrame(rows, columns=FIT_COLUMNS)
 

@@ -147,7 +147,10 @@ def model_fit_table(scaling: pd.DataFrame, keys: Sequence[str] = (),
         for values, group in part.groupby(series_keys, sort=True, dropna=False):
             ident = {**dict(zip(series_keys, values)), "scaling": mode}
             compute = _one_gpu_step(group)
+            several = group["nodes"].nunique() > 1
             for nodes, topology in group.groupby("nodes", sort=True):
+                if several and (topology["gpus"] == 1).all():
+                    continue  # only the 1-GPU baseline: the compute reference of the other node counts
                 from_bench, rest = _commbench_rows(ident, topology, compute, commbench)
                 rows.extend(from_bench)
                 if len(rest):

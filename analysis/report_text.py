@@ -241,9 +241,11 @@ def commbench_text(a: Analysis) -> str:
     table["alpha_us"] = table["alpha_s"].astype(float) * 1e6
     columns = [("nodes", "nodes"), ("gpus_per_node", "GPUs/node"), ("backend", "backend"),
                ("op", "collective"), ("alpha_us", "α (µs)"), ("bandwidth", "β bus bandwidth (Gbit/s)"),
-               ("rel_rms_error", "fit rms error"), ("label", "label")]
+               ("rel_median_error", "fit median error"), ("rel_rms_error", "fit rms error"),
+               ("label", "label")]
     return ("**Measured interconnect** (`harness commbench`, α-β fit of time = α + bus bytes/β):\n\n"
-            + md.table(table, columns, {"rel_rms_error": md.percent, "alpha_us": md.fixed(1)}) + "\n")
+            + md.table(table, columns, {"rel_rms_error": md.percent, "rel_median_error": md.percent,
+                                        "alpha_us": md.fixed(1)}) + "\n")
 
 
 def convergence_section(a: Analysis, stems: dict, formats: Sequence[str]) -> str:
