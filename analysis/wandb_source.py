@@ -115,8 +115,7 @@ def map_run(data: dict, path: str) -> tuple[dict, list[dict]]:
 
 
 # harness/runlog.py logs epoch records to W&B as epoch/<last part of the key>.
-EPOCH_KEYS = {"epoch/loss": "train/loss", "epoch/lr": "train/lr", "epoch/epoch_s": "time/epoch_s",
-              "epoch/img_per_s": "throughput/img_per_s", "epoch/data_wait_share": "time/data_wait_share"}
+EPOCH_KEYS = {rf.wandb_epoch_key(key): key for key, metric in rf.METRICS.items() if rf.EPOCH in metric.kinds}
 
 
 def _records(rows: list[dict], flat: dict[str, Any]) -> list[dict]:

@@ -228,6 +228,12 @@ EPOCH_S = "time/epoch_s"
 DATA_WAIT_SHARE = "time/data_wait_share"
 
 
+def wandb_epoch_key(key: str) -> str:
+    """The W&B name of an epoch record's key: ``epoch/<last part>`` (``train/loss`` -> ``epoch/loss``),
+    so that W&B plots epoch figures against the epoch, apart from the per-window ones."""
+    return f"epoch/{key.split('/', 1)[-1]}"
+
+
 def metric_unit(key: str) -> str:
     """The unit of a metric key ("" when unitless or unknown)."""
     if key in METRICS:

@@ -16,7 +16,7 @@ from typing import Any
 
 from harness import distributed as du
 from harness.rundir import write_status
-from harness.runformat import DISCARDED_JSONL, METRICS_JSONL, TRAIN_LOG
+from harness.runformat import DISCARDED_JSONL, METRICS_JSONL, TRAIN_LOG, wandb_epoch_key
 
 log = logging.getLogger("harness")
 
@@ -167,7 +167,7 @@ class RunLogger:
             out["trainer/steady"] = int(bool(rec.get("steady")))
             return {**out, **position}
         if kind == "epoch":
-            out = {f"epoch/{k.split('/', 1)[-1]}": v for k, v in scalars.items() if "/" in k}
+            out = {wandb_epoch_key(k): v for k, v in scalars.items() if "/" in k}
         else:
             out = {k: v for k, v in scalars.items() if k.startswith("val/")}
         out["epoch"] = rec["epoch"]
