@@ -192,10 +192,7 @@ def _commbench_rows(ident: dict, topology: pd.DataFrame, compute_s: float,
             left.append(i)
             continue
         grad_bytes = float(row.get("num_params") or 0) * GRAD_BYTES_PER_PARAM
-        comm_s, exposed_s = row.get("comm_s"), row.get("comm_exposed_s")
-        share = exposed_s / comm_s if comm_s and exposed_s is not None and np.isfinite(comm_s) \
-            and comm_s > 0 else None
-        p = predict_ddp_step(compute_s, grad_bytes, fit, gpus, share)
+        p = predict_ddp_step(compute_s, grad_bytes, fit, gpus, _exposed_fraction(row))
         overlap = (f"measured exposed share {p['exposed_fraction']:.2f}" if p["overlap_measured"]
                    else "no overlap measured: all communication counted as exposed")
         out.append({**ident, "kind": "measured", "source": "commbench", "gpus": gpus, "nodes": nodes,
@@ -213,6 +210,18 @@ def _commbench_rows(ident: dict, topology: pd.DataFrame, compute_s: float,
                     "note": f"commbench all-reduce alpha-beta of {nodes} node(s) x "
                             f"{_gpus_per_node(gpus, nodes)} ({fit.get('path', '')}); {overlap}"})
     return out, topology.iloc[left]
+
+
+def _exposed_fraction(row: dict) -> float | None:
+    """Exposed / total communication time of a configuration, from the step breakdown's
+    medians (``comm_exposed_s``/``comm_s``, or the same as shares of the step); None
+    when the runs did not log it."""
+    for exposed_key, total_key in (("comm_exposed_s", "comm_s"), ("comm_exposed_share", "comm_share")):
+        exposed, total = row.get(exposed_key), row.get(total_key)
+        if exposed is not None and total is not None and np.isfinite(exposed) and np.isfinite(total) \
+                and total > 0:
+            return float(exposed) / float(total)
+    return None
 
 
 def _series_rows(ident: dict, group: pd.DataFrame, predict_gpus: Sequence[int]) -> list[dict]:

@@ -205,3 +205,19 @@ def test_commbench_sweep_run_on_the_local_backend(tmp_path: Path):
     [result] = load_commbench([sweep_dir])
     assert (result["world_size"], result["nodes"], result["gpus_per_node"]) == (2, 1, 2)
     assert [r["bytes"] for r in result["results"]] == [4096, 8192, 16384]
+
+
+def test_measured_overlap_shrinks_the_predicted_communication(tmp_path: Path):
+    from analysis.commmodel import model_fit_table
+
+    sweep = _topology_sweep(tmp_path)
+    bench = _commbench_file(tmp_path / "bench", nodes=2, gpus_per_node=1, alpha=5e-3, beta=37.5e6)
+    analysis = analyze(load_run_dirs([sweep]), Options(commbench=[str(bench)]))
+    scaling = analysis.scaling.copy()
+    two_nodes = scaling["nodes"] == 2
+    scaling.loc[two_nodes, "comm_share"], scaling.loc[two_nodes, "comm_exposed_share"] = 0.6, 0.3
+    row = model_fit_table(scaling, commbench=analysis.commbench).query("nodes == 2").iloc[0]
+    comm = 5e-3 + GRAD_BYTES / 37.5e6
+    assert row["exposed_fraction"] == pytest.approx(0.5)
+    assert row["predicted_step_s"] == pytest.approx(0.25 + comm / 2, rel=1e-3)
+    assert "measured exposed share 0.50" in row["note"]
