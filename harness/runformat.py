@@ -183,21 +183,26 @@ def _metrics(*metrics: Metric) -> dict[str, Metric]:
 
 
 _T, _E, _TE = (TRAIN,), (EPOCH,), (TRAIN, EPOCH)
-#: Parts of the step that train records time (``time/<part>_s``, and ``time/<part>_share`` of the step).
-STEP_PARTS = ("data_wait", "h2d", "forward", "backward", "optimizer", "comm", "comm_exposed")
+#: Parts of the step that train records time (``time/<part>_s``, and ``time/<part>_share`` of the step):
+#: the loop's laps, "other" (the remainder: the laps and it partition the step), and the DDP
+#: communication (measured by the comm hook, so only under ddp; it overlaps the laps).
+STEP_LAPS = ("data_wait", "h2d", "forward", "backward", "optimizer")
+COMM_PARTS = ("comm", "comm_exposed")
+STEP_PARTS = (*STEP_LAPS, "other", *COMM_PARTS)
 
 METRICS: dict[str, Metric] = _metrics(
     Metric("train/loss", "", _TE, "mean loss over the window (train) or the epoch (epoch), all ranks"),
     Metric("train/lr", "", _TE, "learning rate at the last step of the window or epoch"),
-    Metric("train/acc", "0-1", _T, "training accuracy of the window (classification)", optional=True),
+    Metric("train/acc", "0-1", _TE, "training accuracy of the window or epoch (classification)",
+           optional=True),
     Metric("throughput/img_per_s", "img/s", _TE, "global samples / wall time of the window or epoch"),
     Metric("throughput/img_per_s_per_device", "img/s", _T, "throughput/img_per_s / devices"),
     Metric("throughput/compute_img_per_s", "img/s", _T, "global samples / (window time - data wait)"),
     Metric("time/step_s", "s", _T, "mean wall time per optimizer step"),
     *[Metric(f"time/{part}_s", "s", _T, f"mean {part.replace('_', ' ')} time per step",
-             optional=part != "data_wait") for part in STEP_PARTS],
+             optional=part in COMM_PARTS) for part in STEP_PARTS],
     *[Metric(f"time/{part}_share", "0-1", _TE if part == "data_wait" else _T,
-             f"{part.replace('_', ' ')} time / step time", optional=part != "data_wait")
+             f"{part.replace('_', ' ')} time / step time", optional=part in COMM_PARTS)
       for part in STEP_PARTS],
     Metric("time/epoch_s", "s", _E, "wall time of the epoch, summed over resumes"),
     Metric("memory/rss_gib", "GiB", _T, "peak resident set size of the rank-0 process"),

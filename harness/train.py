@@ -16,7 +16,7 @@ from yacs.config import CfgNode as CN
 from harness import distributed as du
 from harness import preemption
 from harness.checkpoint import CheckpointError, check_model_state, load_checkpoint
-from harness.config import device_count, dump_config, flatten_config, global_batch_size, resolve_wandb_mode
+from harness.config import dump_config, flatten_config, global_batch_size, resolve_wandb_mode
 from harness.distributed import WorldInfo, world_info_from_env
 from harness.resume_guard import check_resume
 from harness.rundir import (
@@ -29,7 +29,7 @@ from harness.rundir import (
     slurm_job_id,
     write_status,
 )
-from harness.runformat import CONFIG_YAML, RUN_JSON
+from harness.runformat import CONFIG_YAML, RUN_JSON, run_fields_from_config
 from harness.runlog import RunLogger, setup_text_logging
 from harness.tasks import get_task
 from harness.trainer import Trainer
@@ -56,11 +56,10 @@ def _identity(cfg: CN, trainer: Trainer, task_cls: type, wandb_id: str, world: W
     env = environment_info()
     previous = read_json(run_dir_for(cfg) / RUN_JSON, default={}) or {}
     return {
-        "run_name": cfg.RUN_NAME, "sweep": cfg.SWEEP, "workload": cfg.TASK, "model": cfg.MODEL.NAME,
-        "strategy": cfg.DIST.STRATEGY, "gpus": device_count(cfg), "nodes": cfg.DIST.NODES,
+        # run_name, sweep, workload, model, strategy, gpus, nodes, batch_size_per_gpu, grad_accum, seed
+        **run_fields_from_config(flatten_config(cfg)),
         "world_size": world.world_size, "device_type": trainer.device.type,
-        "batch_size_per_gpu": cfg.TRAIN.BATCH_SIZE_PER_GPU, "global_batch": global_batch_size(cfg),
-        "grad_accum": cfg.TRAIN.GRAD_ACCUM, "lr": trainer.lr, "seed": cfg.SEED,
+        "global_batch": global_batch_size(cfg), "lr": trainer.lr,
         "primary_metric": f"val/{task_cls.primary_metric}", "higher_is_better": task_cls.higher_is_better,
         "num_params": trainer.num_params, "steps_per_epoch": trainer.steps_per_epoch,
         "git_commit": git_commit(), "host": env["host"],
