@@ -165,7 +165,19 @@ def validate_pose_config(cfg: CN) -> None:
     if [h * HEATMAP_STRIDE for h in heatmap] != image:
         raise ConfigError(f"config key 'MODEL.HEATMAP_SIZE' {heatmap} must be MODEL.IMAGE_SIZE {image} / "
                           f"{HEATMAP_STRIDE} on both axes (pose_hrnet predicts at stride {HEATMAP_STRIDE})")
-    extra = m.EXTRA
+    _validate_extra(m.EXTRA, image)
+    if not 0 <= cfg.DATASET.PROB_HALF_BODY <= 1:
+        raise ConfigError(f"config key 'DATASET.PROB_HALF_BODY' must lie in [0, 1], "
+                          f"got {cfg.DATASET.PROB_HALF_BODY}")
+    if cfg.DATASET.SCALE_FACTOR < 0 or cfg.DATASET.ROT_FACTOR < 0:
+        raise ConfigError("config keys 'DATASET.SCALE_FACTOR' and 'DATASET.ROT_FACTOR' must be >= 0")
+    if cfg.LOSS.USE_OHKM and not 1 <= cfg.LOSS.TOPK <= m.NUM_JOINTS:
+        raise ConfigError(f"config key 'LOSS.TOPK' must lie in [1, MODEL.NUM_JOINTS={m.NUM_JOINTS}], "
+                          f"got {cfg.LOSS.TOPK}")
+
+
+def _validate_extra(extra: CN, image: list[int]) -> None:
+    """MODEL.EXTRA: the stages, the branch count against the image size, the stem and head."""
     block_names = sorted(BLOCK_NAMES)
     for stage in STAGES:
         _validate_stage(extra, stage, block_names)
@@ -193,14 +205,6 @@ def validate_pose_config(cfg: CN) -> None:
     if not isinstance(extra.STEM_INPLANES, int) or extra.STEM_INPLANES < 1:
         raise ConfigError(f"config key 'MODEL.EXTRA.STEM_INPLANES' must be an int >= 1, "
                           f"got {extra.STEM_INPLANES!r}")
-    if not 0 <= cfg.DATASET.PROB_HALF_BODY <= 1:
-        raise ConfigError(f"config key 'DATASET.PROB_HALF_BODY' must lie in [0, 1], "
-                          f"got {cfg.DATASET.PROB_HALF_BODY}")
-    if cfg.DATASET.SCALE_FACTOR < 0 or cfg.DATASET.ROT_FACTOR < 0:
-        raise ConfigError("config keys 'DATASET.SCALE_FACTOR' and 'DATASET.ROT_FACTOR' must be >= 0")
-    if cfg.LOSS.USE_OHKM and not 1 <= cfg.LOSS.TOPK <= m.NUM_JOINTS:
-        raise ConfigError(f"config key 'LOSS.TOPK' must lie in [1, MODEL.NUM_JOINTS={m.NUM_JOINTS}], "
-                          f"got {cfg.LOSS.TOPK}")
 
 
 def recognizes(raw: dict) -> bool:

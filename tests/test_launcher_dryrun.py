@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.launcher.sweep_ops import launch_sweep
 from harness.launcher.profiles import profile_from_dict
 from harness.launcher.slurm_backend import group_arrays, render_sbatch
 from harness.launcher.spec import expand_sweep, load_spec
+from harness.launcher.sweep_ops import launch_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"

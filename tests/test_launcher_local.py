@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.launcher.sweep_ops import cancel, launch_sweep, resubmit, wait_for_sweep
 from harness.launcher.local_queue import plan_starts
+from harness.launcher.sweep_ops import cancel, launch_sweep, resubmit, wait_for_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = ("ddp-g1-b16-s0", "ddp-g1-b32-s0", "ddp-g2-b16-s0", "ddp-g2-b32-s0")

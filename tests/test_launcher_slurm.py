@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.launcher.sweep_ops import launch_sweep, resubmit, wait_for_sweep
 from harness.launcher.profiles import Shape, load_profile
 from harness.launcher.slurm_backend import ArrayChunk, render_sbatch
+from harness.launcher.sweep_ops import launch_sweep, resubmit, wait_for_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTH_SWEEP = REPO / "configs" / "sweeps" / "fer_synthetic.yaml"

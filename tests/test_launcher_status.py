@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.launcher.manifest import write_manifest
 from harness.launcher.job_state import JobInfo, parse_duration, parse_sacct, parse_squeue
+from harness.launcher.manifest import write_manifest
 from harness.launcher.status import derive_state, format_table, summary_line, sweep_status
 from harness.rundir import atomic_write_json
 

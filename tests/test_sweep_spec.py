@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.launcher.sweep_ops import launch_sweep
 from harness.launcher.manifest import ManifestError, new_manifest, write_manifest
 from harness.launcher.naming import format_value
 from harness.launcher.profiles import ClusterProfile, profile_from_dict
 from harness.launcher.spec import SpecError, expand_sweep, load_spec
+from harness.launcher.sweep_ops import launch_sweep
 from harness.rundir import write_status
 
 REPO = Path(__file__).resolve().parents[1]
