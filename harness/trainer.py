@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,43 +18,22 @@ from yacs.config import CfgNode as CN
 
 from harness import checkpoint as ckpt
 from harness import distributed as du
-from harness import parallel, preemption, vis
+from harness import faults, parallel, preemption, vis
 from harness.config import device_count, global_batch_size
 from harness.data import InferenceSampler, TrainSampler, TrainSubset, build_loader, subset_indices
-from harness.distributed import WorldInfo
+from harness.distributed import LaggedVote, WorldInfo
+from harness.flops import compute_precision, flops_per_sample, peak_tflops
+from harness.nan_guard import NonFiniteGuard
 from harness.optim import LRSchedule, build_optimizer, scaled_lr
+from harness.profiling import StepProfiler
 from harness.resume_guard import flat_config
 from harness.runlog import RunLogger
 from harness.tasks import Task
-from harness.timing import WindowTimer, memory_stats
+from harness.timing import CommTimer, Meter, RunClock, WindowTimer
 
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-class Meter:
-    """Sum and count of a per-step scalar, kept on the device until read."""
-
-    def __init__(self) -> None:
-        self.total: torch.Tensor | float = 0.0
-        self.count = 0
-
-    def add(self, value: torch.Tensor) -> None:
-        self.total = self.total + value.detach().double()
-        self.count += 1
-
-    def global_mean(self) -> float:
-        if self.count == 0:
-            return float("nan")
-        t = torch.as_tensor(self.total, dtype=torch.float64).reshape(1)
-        return float(du.all_reduce_mean(t).item()) / self.count
-
-    def state(self) -> tuple[float, int]:
-        return float(self.total), self.count
-
-    def load(self, state: tuple[float, int]) -> None:
-        self.total, self.count = state
 
 
 class MeterSet:
@@ -74,8 +52,7 @@ class MeterSet:
 
     def merge_into(self, other: MeterSet) -> None:
         for name, meter in self.meters.items():
-            target = other.meters.setdefault(name, Meter())
-            target.total, target.count = target.total + meter.total, target.count + meter.count
+            other.meters.setdefault(name, Meter()).merge(meter)
 
     def state(self) -> dict[str, tuple[float, int]]:
         return {name: meter.state() for name, meter in self.meters.items()}
@@ -137,21 +114,24 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, self.raw_model, self.lr)
         self.schedule = LRSchedule(cfg, self.lr, self.steps_per_epoch)
         self.scaler = parallel.grad_scaler(cfg, device)
+        self.nan_guard = NonFiniteGuard(cfg.TRAIN.NAN_POLICY, device, self.scaler.is_enabled())
+        self.comm_timer = self._attach_comm_timer()
+        self.flops_per_sample, self.peak_tflops = self._count_flops(train_set)
         if cfg.TRAIN.COMPILE:
             self.model = torch.compile(self.model)
         torch.manual_seed(cfg.SEED * 1000 + world.rank + 1)  # dropout differs per rank, as with real data
 
         self.epoch = self.step_in_epoch = self.global_step = 0
-        self.elapsed = self.epoch_time = 0.0
+        self.clock = RunClock()
         self.window_loss, self.epoch_loss = Meter(), Meter()
         self.window_metrics, self.epoch_metrics = MeterSet(), MeterSet()
-        self.epoch_data_wait = 0.0
         self.steps_since_start = 0
-        self._clock = time.perf_counter()
+        self.stop_vote = LaggedVote()
+        self.profiler = StepProfiler(cfg, run_dir, device, world.rank)
 
     # ------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        self._tick()
+        self.clock.tick()
         mine = {"rng": ckpt.rng_state(), "window_loss": self.window_loss.state(),
                 "epoch_loss": self.epoch_loss.state(), "window_metrics": self.window_metrics.state(),
                 "epoch_metrics": self.epoch_metrics.state()}
@@ -159,8 +139,7 @@ class Trainer:
             "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "schedule": {"base_lr": self.lr},
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-            "samples": self.samples, "elapsed": self.elapsed, "epoch_time": self.epoch_time,
-            "epoch_data_wait": self.epoch_data_wait, "world_size": self.world.world_size,
+            "samples": self.samples, **self.clock.state(), "world_size": self.world.world_size,
             "per_rank": du.gather_objects(mine), "best": self.log.best,
             "config": flat_config(self.cfg),  # what a relaunch is compared with (harness.resume_guard)
         }
@@ -169,8 +148,9 @@ class Trainer:
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        for key in ("epoch", "step_in_epoch", "global_step", "elapsed", "epoch_time", "epoch_data_wait"):
+        for key in ("epoch", "step_in_epoch", "global_step"):
             setattr(self, key, state[key])
+        self.clock.load(state)
         per_rank = state["per_rank"]
         if len(per_rank) != self.world.world_size:
             self.log.warning("checkpoint was written at world size %d, resuming at %d: the data order and "
@@ -187,23 +167,55 @@ class Trainer:
     def samples(self) -> int:
         return self.global_step * self.global_batch
 
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        self.elapsed += now - self._clock
-        self.epoch_time += now - self._clock
-        self._clock = now
-
     def save(self) -> None:
+        self.nan_guard.before_checkpoint(f"before the checkpoint of step {self.global_step}")
         state = self.state_dict()  # collective: every rank takes part
         if du.is_main():
-            ckpt.save_checkpoint(ckpt.checkpoint_path(self.run_dir), state)
+            ckpt.save_checkpoint(ckpt.checkpoint_path(self.run_dir), state,
+                                 midway=faults.checkpoint_midway(self.cfg, self.run_dir, self.global_step))
         du.barrier()
+
+    def _attach_comm_timer(self) -> CommTimer | None:
+        """Time DDP's gradient all-reduces (time/comm_s, time/comm_exposed_s) with a comm hook."""
+        if not isinstance(self.model, nn.parallel.DistributedDataParallel):
+            return None
+        comm = CommTimer(self.model.process_group, self.world.world_size)
+        comm.attach(self.model)
+        return comm
+
+    def _count_flops(self, train_set: Any) -> tuple[float | None, float | None]:
+        """(training FLOPs per sample, this GPU's dense peak TFLOP/s or None), counted once on a
+        meta copy of the model (harness.flops): the run's weights and RNG are not touched."""
+        try:
+            items = [train_set[(0, i)] for i in range(min(2, len(train_set)))]
+            batch = self.task.prepare_batch(torch.utils.data.default_collate(items), torch.device("cpu"))
+            per_sample = flops_per_sample(self.raw_model, batch,
+                                          lambda model, b: self.task.loss(self.task.forward(model, b), b))
+        except Exception as e:  # a model the meta device cannot run: no FLOP figures, training goes on
+            self.log.warning("FLOPs per sample not counted (%s: %s); perf/* metrics are left out",
+                             type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            return None, None
+        peak = None
+        if self.device.type == "cuda":
+            peak = peak_tflops(torch.cuda.get_device_name(self.device),
+                               compute_precision(self.cfg.TRAIN.AMP, self.device))
+        return per_sample, peak
 
     # ------------------------------------------------------------- loop
     def fit(self) -> str:
         """Train to TRAIN.EPOCHS; returns "completed" or "preempted"."""
+        self.clock.restart()
+        self.profiler.start()
+        try:
+            result = self._train_epochs()
+        except BaseException:
+            self.profiler.stop(summarize=False)
+            raise
+        self.profiler.stop()
+        return result
+
+    def _train_epochs(self) -> str:
         cfg = self.cfg
-        self._clock = time.perf_counter()
         while self.epoch < cfg.TRAIN.EPOCHS:
             if not self.train_one_epoch():
                 return "preempted"
@@ -212,7 +224,8 @@ class Trainer:
             if every and ((self.epoch + 1) % every == 0 or self.epoch + 1 == cfg.TRAIN.EPOCHS):
                 self._record("val", self.evaluate())
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
-            self.epoch_loss, self.epoch_time, self.epoch_data_wait = Meter(), 0.0, 0.0
+            self.epoch_loss = Meter()
+            self.clock.new_epoch()
             self.epoch_metrics = MeterSet()
             if self.epoch % cfg.CHECKPOINT.EVERY_EPOCHS == 0 or self.epoch == cfg.TRAIN.EPOCHS:
                 self.save()
@@ -225,19 +238,18 @@ class Trainer:
         self.model.train()
         self.sampler.set_position(self.epoch, self.step_in_epoch * self.micro_batch * accum)
         batches = iter(self.train_loader)
-        timer = WindowTimer(self.device)
+        timer = WindowTimer(self.device, self.comm_timer, self.flops_per_sample, self.peak_tflops)
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch}",
                    disable=not (du.is_main() and cfg.LOG.PROGRESS), leave=False, mininterval=2)
         while self.step_in_epoch < self.steps_per_epoch:
             lr = self.schedule.apply(self.optimizer, self.epoch, self.step_in_epoch)
             step_loss = torch.zeros((), device=self.device)
+            timer.begin_step()
             for micro in range(accum):
-                t0 = time.perf_counter()
                 batch = next(batches)
-                wait = time.perf_counter() - t0
-                timer.add_data_wait(wait)
-                self.epoch_data_wait += wait
+                self.clock.add_data_wait(timer.lap("data_wait"))
                 batch = self.task.prepare_batch(batch, self.device, cfg.TRAIN.CHANNELS_LAST)
+                timer.lap("h2d")
                 with parallel.no_sync(self.model, micro < accum - 1), parallel.autocast(cfg, self.device):
                     outputs = self.task.forward(self.model, batch)
                     loss = self.task.loss(outputs, batch)
@@ -245,14 +257,19 @@ class Trainer:
                     self.window_metrics.add(self.task.train_metrics(outputs, batch))
                 if self.global_step == cfg.FAULT.NAN_AT_STEP:
                     loss = loss * float("nan")
+                timer.lap("forward")
                 self.scaler.scale(loss / accum).backward()
+                timer.lap("backward")
                 step_loss += loss.detach().float() / accum
-            self.window_loss.add(step_loss)
+            bad = self.nan_guard.after_backward(step_loss, self.raw_model, self.global_step)
+            self.window_loss.add(self.nan_guard.loss_for_mean(step_loss, bad))
             self._optimizer_step()
+            timer.lap("optimizer")
             self.step_in_epoch += 1
             self.global_step += 1
             self.steps_since_start += 1
-            timer.add_step(self.global_batch)
+            timer.end_step(self.global_batch)
+            self.profiler.step()
             bar.update(1)
             self._inject_faults()
             if self.global_step % cfg.LOG.EVERY_N_STEPS == 0 or self.step_in_epoch == self.steps_per_epoch:
@@ -260,7 +277,9 @@ class Trainer:
                 timer.reset()
             if cfg.CHECKPOINT.EVERY_N_STEPS and self.global_step % cfg.CHECKPOINT.EVERY_N_STEPS == 0:
                 self.save()
-            if du.any_rank(preemption.stop_requested() is not None):
+            # Agreed one step after a request (no per-step stall); at once at the epoch's end.
+            if self.stop_vote.poll(preemption.stop_requested() is not None,
+                                   final=self.step_in_epoch == self.steps_per_epoch):
                 bar.close()
                 self._check_finite(self.window_loss, "before the preemption checkpoint")
                 self.save()
@@ -290,10 +309,11 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
-        self._tick()
+        self.clock.pause()
         model = self.raw_model if self.world.world_size > 1 else self.model
         model.eval()
         self.evaluator.reset()
+        faults.preempt_in_validation(self.cfg, self.epoch)
         first = None
         for raw in self.val_loader:
             batch = self.task.prepare_batch(raw, self.device, self.cfg.TRAIN.CHANNELS_LAST)
@@ -304,7 +324,7 @@ class Trainer:
         metrics = self.evaluator.evaluate()
         vis.write_validation_grid(self.cfg, self.run_dir, self.log, *(first or (None, None)), self.epoch)
         self.model.train()
-        self._clock = time.perf_counter()  # validation time is not training time
+        self.clock.restart()  # validation time is not training time
         return {f"val/{k}": v for k, v in metrics.items()}
 
     # ------------------------------------------------------------- records
@@ -319,15 +339,19 @@ class Trainer:
 
     def _record_window(self, timer: WindowTimer, lr: float) -> None:
         loss = self._check_finite(self.window_loss, f"in the steps up to {self.global_step}")
-        self.epoch_loss.total = self.epoch_loss.total + self.window_loss.total
-        self.epoch_loss.count += self.window_loss.count
+        skipped = self.nan_guard.end_window(f"in the steps up to {self.global_step}")
+        if skipped:  # TRAIN.NAN_POLICY skip: the mean is over the steps that counted
+            self.window_loss.count -= skipped
+            loss = self._check_finite(self.window_loss, f"in the steps up to {self.global_step}")
+        self.epoch_loss.merge(self.window_loss)
         self.window_loss = Meter()
         train_metrics = self.window_metrics.global_means()
         self.window_metrics.merge_into(self.epoch_metrics)
         self.window_metrics = MeterSet()
         stats = timer.summary(self.devices)
-        stats.update(memory_stats(self.device))
         stats.update(train_metrics)
+        if self.cfg.TRAIN.NAN_POLICY == "skip":
+            stats["train/nonfinite_steps"] = skipped
         stats.update({"train/loss": loss, "train/lr": lr,
                       "steady": self.steps_since_start - stats["steps"] >= self.cfg.LOG.WARMUP_STEPS})
         stats.pop("wall_s")
@@ -336,19 +360,19 @@ class Trainer:
                         last_img_per_s=stats["throughput/img_per_s"])
 
     def _record_epoch(self) -> None:
-        self._tick()
+        self.clock.tick()
         epoch_samples = self.steps_per_epoch * self.global_batch
         self._record("epoch", {
             **self.epoch_metrics.global_means(),
             "train/loss": self.epoch_loss.global_mean(), "train/lr": self.optimizer.param_groups[0]["lr"],
-            "time/epoch_s": self.epoch_time,
-            "throughput/img_per_s": epoch_samples / max(1e-9, self.epoch_time),
-            "time/data_wait_share": self.epoch_data_wait / max(1e-9, self.epoch_time)})
+            "time/epoch_s": self.clock.epoch_time,
+            "throughput/img_per_s": epoch_samples / max(1e-9, self.clock.epoch_time),
+            "time/data_wait_share": self.clock.epoch_data_wait / max(1e-9, self.clock.epoch_time)})
 
     def _record(self, kind: str, values: dict[str, Any], epoch: float | None = None) -> None:
-        self._tick()
+        self.clock.tick()
         self.log.record(kind, values, step=self.global_step, epoch=self.epoch if epoch is None else epoch,
-                        elapsed=self.elapsed, samples=self.samples)
+                        elapsed=self.clock.elapsed, samples=self.samples)
         if kind == "val":
             self.log.info("epoch %d validation: %s", self.epoch,
                           {k: round(v, 4) for k, v in values.items() if isinstance(v, float)})
