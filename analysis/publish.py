@@ -46,10 +46,10 @@ def push_to_wandb(result: ReportResult, wandb_path: str | None = None,
     if wandb_path:
         entity, _, project = wandb_path.rpartition("/")
     project = project or _most_common(runs.get("wandb_project", pd.Series(dtype=object))) or DEFAULT_PROJECT
-    entity = entity or _most_common(runs.get("wandb_entity", pd.Series(dtype=object))) or None
+    entity_or_none = entity or _most_common(runs.get("wandb_entity", pd.Series(dtype=object))) or None
     group = group or _most_common(runs.get("wandb_group", pd.Series(dtype=object))) or \
         _most_common(runs.get("sweep", pd.Series(dtype=object))) or None
-    run = wandb.init(project=project, entity=entity, group=group, job_type="analysis",
+    run = wandb.init(project=project, entity=entity_or_none, group=group, job_type="analysis",
                      name=f"analysis-{group}" if group else "analysis", dir=str(result.out_dir),
                      config={"sources": [str(p) for p in result.analysis.runset.manifests] or None,
                              "by": list(result.analysis.options.by),

@@ -86,7 +86,7 @@ def map_run(data: dict, path: str) -> tuple[dict, list[dict]]:
     config = data.get("config") or {}
     flat = flatten(config, lists_as_tuples=True)
     from_config = rf.run_fields_from_config(flat)
-    identity = config.get("run") if isinstance(config.get("run"), dict) else {}
+    identity: dict[str, Any] = config["run"] if isinstance(config.get("run"), dict) else {}
     row: dict[str, Any] = {"run_id": f"wandb:{path}/{data['id']}", "source": "wandb", "run_dir": "",
                            **IDENTITY_DEFAULTS, "run_name": data.get("name") or data["id"],
                            "wandb_group": data.get("group", ""), "wandb_id": data["id"]}

@@ -51,7 +51,7 @@ class WandbSink:
     """W&B from the main rank; disabled for good after the first failure."""
 
     def __init__(self) -> None:
-        self.run = None
+        self.run: Any = None
 
     def start(self, settings: dict[str, Any], run_dir: Path, run_id: str, config: dict) -> str | None:
         if settings["mode"] == "disabled":
@@ -71,6 +71,7 @@ class WandbSink:
             self.run.define_metric("throughput/*", step_metric="trainer/step")
             self.run.define_metric("time/*", step_metric="trainer/step")
             self.run.define_metric("memory/*", step_metric="trainer/step")
+            self.run.define_metric("perf/*", step_metric="trainer/step")
             self.run.define_metric("epoch")
             self.run.define_metric("epoch/*", step_metric="epoch")
             self.run.define_metric("val/*", step_metric="epoch")
@@ -120,7 +121,8 @@ class RunLogger:
         them to metrics.discarded.jsonl (kept, not deleted) so the history is exact."""
         if not self.main or not self.metrics_path.exists():
             return
-        keep, drop = [], []
+        keep: list[str] = []
+        drop: list[str] = []
         for line in self.metrics_path.read_text().splitlines():
             if not line.strip():
                 continue

@@ -157,7 +157,7 @@ def query_local(job_ids: list[str], run_names: dict[str, str]) -> dict[str, JobI
 
 
 def is_local(job_id: str | None) -> bool:
-    return bool(job_id) and (job_id.startswith(LOCAL_PREFIX) or job_id.startswith(LOCAL_QUEUE_PREFIX))
+    return bool(job_id) and str(job_id).startswith((LOCAL_PREFIX, LOCAL_QUEUE_PREFIX))
 
 
 def cancel_slurm(job_ids: list[str]) -> None:
