@@ -35,6 +35,7 @@ def test_ports_differ_between_concurrent_jobs() -> None:
     assert len(ports) == 100 and all(15000 <= p < 35000 for p in ports)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nodelist, hosts", [
     ("node1", ["node1"]), ("node[1-3]", ["node1", "node2", "node3"]),
     ("gpu[01-02,07],cpu5", ["gpu01", "gpu02", "gpu07", "cpu5"])])

@@ -16,6 +16,7 @@ TRAIN_FIELDS = ("train/loss", "train/lr", "throughput/img_per_s", "throughput/im
                 "memory/rss_gib", "steady", "time", "samples", "epoch", "step")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy, gpus", [("single", 1), ("ddp", 2)])
 def test_train_writes_run_directory_and_learns(fer_csv_root: str, tmp_path: Path, strategy: str,
                                               gpus: int) -> None:

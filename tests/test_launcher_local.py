@@ -52,6 +52,7 @@ def local_sweep(tmp_path_factory: pytest.TempPathFactory, fer_csv_root: str) -> 
     return sweep_dir
 
 
+@pytest.mark.slow
 def test_report_from_the_real_sweep(local_sweep: Path, tmp_path: Path) -> None:
     """issue 5: the report and every plot come from a real small sweep and open as images."""
     import csv

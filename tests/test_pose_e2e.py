@@ -50,12 +50,14 @@ def _check_run(run_dir: Path, strategy: str, world_size: int) -> list[float]:
     return [r["val/AP"] for r in val]
 
 
+@pytest.mark.slow
 def test_tiny_hrnet_single_process_learns_synthetic_coco(synth_root: str, tmp_path: Path) -> None:
     ap = _train_and_check(tmp_path, synth_root, "single", 1, "--strategy", "single",
                           "LOG.WANDB.MODE", "disabled")
     assert ap[-1] > 0 and ap[-1] > ap[0], f"AP per validation: {ap}"
 
 
+@pytest.mark.slow
 def test_tiny_hrnet_ddp_two_processes_learns_synthetic_coco(synth_root: str, tmp_path: Path) -> None:
     # Half the per-process batch keeps the global batch (and so the step count) of the
     # single-process run.
@@ -79,6 +81,7 @@ def tiny_val_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     return root
 
 
+@pytest.mark.slow
 def test_official_hrnet_yaml_trains_unmodified(tiny_val_root: str, tmp_path: Path) -> None:
     """The official w32_256x192 file, byte for byte, drives a one-step W32 run and a
     validation pass on a tiny set: only the data location and the one-CPU device set come
