@@ -119,6 +119,28 @@ _C.CHECKPOINT.EVERY_EPOCHS = 1
 # Also write checkpoints/last.pt every N optimizer steps; 0 disables.
 _C.CHECKPOINT.EVERY_N_STEPS = 0
 
+# torch.profiler around chosen training steps (harness.profiling; `harness profile` sets ENABLED).
+# A cycle skips WAIT steps, warms up WARMUP steps and records ACTIVE steps (counted in optimizer
+# steps from the start or resume). Each rank writes <run dir>/profile/trace-rank<r>-cycle<c>.json;
+# rank 0 writes profile/summary.md. Profiled steps run slower: their time/* figures include the
+# profiler's overhead.
+_C.PROFILE = CN()
+_C.PROFILE.ENABLED = False
+# Steps skipped before each cycle.
+_C.PROFILE.WAIT = 1
+# Steps profiled but discarded before each cycle's recording (the profiler's own warm-up).
+_C.PROFILE.WARMUP = 1
+# Steps recorded per cycle (one trace file per rank and cycle).
+_C.PROFILE.ACTIVE = 3
+# Number of cycles; 0 repeats them until training ends.
+_C.PROFILE.REPEAT = 1
+# Record operator input shapes (larger traces).
+_C.PROFILE.RECORD_SHAPES = False
+# Record tensor allocations (the by-memory table of summary.md needs it).
+_C.PROFILE.PROFILE_MEMORY = False
+# Record Python call stacks (much larger traces, more overhead).
+_C.PROFILE.WITH_STACK = False
+
 # Fault injection, for tests of preemption, crash and NaN handling.
 _C.FAULT = CN()
 # Behave as if preempted once this global step has completed (-1 = never).
@@ -139,6 +161,8 @@ _C.FAULT.KILL_IN_CHECKPOINT_AT_STEP = -1
 _C.JOB = CN()
 _C.JOB.KIND = "train"
 # commbench only: the command's flags, e.g. ["--max-bytes", "64M", "--ops", "all_reduce"].
+# bench-model too: its flags, e.g. ["--runtimes", "eager,onnxruntime"]. eval validates
+# TEST.MODEL_FILE without training (docs/models.md).
 _C.JOB.ARGS = []
 
 STRATEGIES = ("single", "dp", "ddp")
@@ -152,5 +176,5 @@ CHOICES = {
     "TRAIN.AMP": ("none", "fp16", "bf16"),
     "TRAIN.NAN_POLICY": ("stop", "skip"),
     "LOG.WANDB.MODE": ("online", "offline", "disabled"),
-    "JOB.KIND": ("train", "commbench"),
+    "JOB.KIND": ("train", "commbench", "eval", "bench-model"),
 }
