@@ -111,16 +111,21 @@ def scaling_section(a: Analysis) -> str:
     s["throughput"] = [f"{md.number(m, 4)} [{md.number(q1, 4)}–{md.number(q3, 4)}]"
                        for m, q1, q3 in zip(s["throughput_median"], s["throughput_q1"], s["throughput_q3"])]
     s["flags"] = s["flags"].replace("", md.MISSING)
+    s["compute_rate"] = [compute_rate(m, t) for m, t in zip(s["mfu"], s["tflops_per_s"])]
     columns = [("workload", "workload"), ("strategy", "strategy"), ("scaling", "scaling"), ("nodes", "nodes"),
                ("gpus", "GPUs"), ("batch_size_per_gpu", "batch/GPU"), ("global_batch", "global batch"),
                *[(k, k) for k in a.keys], ("n_runs", "runs"), ("throughput", "img/s median [IQR]"),
-               ("speedup", "speedup"), ("efficiency", "efficiency"), ("ddp_over_dp", "DDP/DP"),
+               ("speedup", "speedup"), ("efficiency", "efficiency"),
+               ("compute_rate", "MFU or achieved FLOP/s per device"), ("ddp_over_dp", "DDP/DP"),
                ("data_wait_share", "data wait"), ("diagnosis", "diagnosis"), ("flags", "flags")]
     formats = {"speedup": md.fixed(2), "efficiency": md.fixed(2), "ddp_over_dp": md.fixed(2),
                "data_wait_share": md.percent}
     text = md.table(s, columns, formats)
     text += ("\nIQR: over the repeats' medians when a configuration has 2+ runs, over the steady-state "
-             "records of the single run otherwise (column `iqr_over` in `scaling.csv`).\n")
+             "records of the single run otherwise (column `iqr_over` in `scaling.csv`). MFU: achieved model "
+             "FLOP/s per device over the GPU's dense peak (`perf/mfu`); where no peak is known (CPUs, "
+             "unlisted GPUs) the achieved FLOP/s per device (`perf/tflops_per_s`); empty for runs that "
+             "did not count FLOPs.\n")
     items = [f"{series_label(r, a.keys)}: {r['baseline']}" for r in s.to_dict("records")]
     text += "\n**Baselines used** (same workload, strategy and every varying config key):\n\n"
     text += md.bullet_list(sorted(set(items)))
@@ -138,23 +143,40 @@ def scaling_section(a: Analysis) -> str:
     return text
 
 
+def compute_rate(mfu: float, tflops: float) -> str:
+    """``MFU 41.2%`` where the peak is known, else the achieved rate per device."""
+    if mfu == mfu and mfu is not None:
+        return f"MFU {mfu:.1%}"
+    if tflops == tflops and tflops is not None:
+        return f"{md.number(tflops * 1e3, 3)} GFLOP/s" if tflops < 1 else f"{md.number(tflops, 3)} TFLOP/s"
+    return md.MISSING
+
+
 def diagnosis_section(a: Analysis) -> str:
     o = a.options
     text = (f"Rules: *data-bound* when the loader wait exceeds {o.data_bound_threshold:.0%} of the step, or "
             f"when the step without data wait scales (compute-only efficiency ≥ "
-            f"{o.efficiency_threshold:.2f}) but the whole step does not; *communication-bound* when "
-            f"efficiency is below "
-            f"{o.efficiency_threshold:.2f} although the data wait is small, so the time is lost inside the "
-            "step (gradient all-reduce for DDP, replicate/scatter/gather for DP); *suspect* when efficiency "
-            "exceeds 1; *scales* otherwise.\n\n")
+            f"{o.efficiency_threshold:.2f}) but the whole step does not. Below efficiency "
+            f"{o.efficiency_threshold:.2f} otherwise, a DDP point whose runs measured their communication "
+            "(`time/comm_exposed_share`, from the DDP communication hook) is *communication-bound* when the "
+            "exposed (not overlapped) communication is at least half of the step time lost to imperfect "
+            "scaling (1 − efficiency of the step), and *compute-slowdown* when it is not (each device's "
+            "own work got slower: contention for cores or memory bandwidth, host overhead). Points "
+            "without that measurement (older runs, DP) are called *communication-bound* by inference: the "
+            "data wait is small, so the time is lost inside the step (gradient all-reduce for DDP, "
+            "replicate/scatter/gather for DP). *suspect* when efficiency exceeds 1; *scales* otherwise. "
+            "`comm` is the all-reduce busy time and `exposed comm` the part of it the step waited for, "
+            "both as shares of the step.\n\n")
     if a.scaling.empty:
         return text
     columns = [("workload", "workload"), ("strategy", "strategy"), ("scaling", "scaling"), ("nodes", "nodes"),
                ("gpus", "GPUs"), ("batch_size_per_gpu", "batch/GPU"), *[(k, k) for k in a.keys],
                ("efficiency", "efficiency"), ("compute_efficiency", "compute-only efficiency"),
-               ("data_wait_share", "data wait"), ("diagnosis", "diagnosis")]
+               ("data_wait_share", "data wait"), ("comm_share", "comm"),
+               ("comm_exposed_share", "exposed comm"), ("diagnosis", "diagnosis")]
     return text + md.table(a.scaling, columns, {"efficiency": md.fixed(2), "compute_efficiency": md.fixed(2),
-                                                "data_wait_share": md.percent})
+                                                "data_wait_share": md.percent, "comm_share": md.percent,
+                                                "comm_exposed_share": md.percent})
 
 
 MODEL_TEXT = """Step-time model per scaling series and node count (links inside a node and between nodes
@@ -308,6 +330,9 @@ METHOD = """- **Steady state**: a run's throughput is the median of `throughput/
 - DP and DDP are each compared with their own one-GPU baseline (never with `single`). DDP/DP is the ratio
   of their throughputs at the same GPU count and batch. A baseline that was not measured is reported as
   missing; E > 1 is flagged as suspect.
+- **Where the step goes**: the communication shares, achieved FLOP/s and MFU are medians of the steady
+  train records' `time/comm_share`, `time/comm_exposed_share`, `perf/tflops_per_s` and `perf/mfu`
+  (measured by the trainer; docs/run-format.md says how), then medians over repeats.
 - A run counts as multi-node only when its ranks reported more than one host name.
 - Only runs in state `completed` are included; failed, cancelled, preempted-and-not-resumed, pending and
   running runs are listed under *Runs not included*.

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.throughput import IDENTITY, UNSET
+from analysis.throughput import IDENTITY, MEASURED, UNSET
 
 SCALING_COLUMNS = ["workload", "strategy", "scaling", "nodes", "gpus", "batch_size_per_gpu", "global_batch",
                    "n_runs", "throughput_median", "throughput_q1", "throughput_q3", "speedup", "efficiency",
                    "ddp_over_dp", "flags"]
 EXTRA_COLUMNS = ["compute_efficiency", "compute_median", "data_wait_share", "diagnosis", "n_hosts",
-                 "iqr_over", "baseline", "step_s", "epoch_s", "num_params"]
+                 "iqr_over", "baseline", "step_s", "epoch_s", "num_params", *MEASURED]
 
 SUPERLINEAR = "superlinear-suspect"
 MISSING_BASELINE = "missing-baseline"
@@ -135,7 +135,8 @@ def _scaling_row(rec: dict, mode: str, base: dict | None, keys: Sequence[str],
                efficiency=efficiency, ddp_over_dp=float("nan"), flags=flags, compute_efficiency=compute_eff,
                compute_median=rec["compute_median"], data_wait_share=rec["data_wait_share"],
                n_hosts=rec["n_hosts"], iqr_over=rec["iqr_over"], baseline=baseline, step_s=rec["step_s"],
-               epoch_s=rec["epoch_s"], num_params=rec["num_params"])
+               epoch_s=rec["epoch_s"], num_params=rec["num_params"],
+               **{k: rec.get(k, float("nan")) for k in MEASURED})
     row["diagnosis"] = diagnose(row, data_bound_threshold, efficiency_threshold)
     return row
 
@@ -144,8 +145,11 @@ def diagnose(row: dict, data_bound_threshold: float = 0.2,
              efficiency_threshold: float = EFFICIENCY_THRESHOLD) -> str:
     """data-bound: the loader's wait is above the threshold share of the step, or
     the step without data wait scales while the whole step does not.
-    communication-bound: neither scales although the data wait is small, so the
-    time is lost inside the step (gradient all-reduce, DP's replicate/gather).
+    With the measured exposed-communication share (DDP runs log ``time/comm_exposed_share``):
+    communication-bound when exposed communication accounts for at least half of the step
+    time lost to imperfect scaling (1 - E of the step), else compute-slowdown (the devices'
+    own step got slower: contention, host overhead). Without it (older runs, DP) the rule
+    infers: communication-bound when neither the step nor its compute part scales.
     A superlinear point is not diagnosed: its baseline is suspect."""
     share = row["data_wait_share"]
     if np.isfinite(share) and share > data_bound_threshold:
@@ -161,7 +165,13 @@ def diagnose(row: dict, data_bound_threshold: float = 0.2,
         return "scales"
     if np.isfinite(compute_eff) and compute_eff >= efficiency_threshold:
         return "data-bound"
-    return "communication-bound"
+    exposed = row.get("comm_exposed_share", float("nan"))
+    if exposed is None or not np.isfinite(exposed):
+        return "communication-bound"  # inferred: no measured communication share
+    measured = f"exposed comm {exposed:.0%} of the step"
+    if exposed >= 0.5 * (1.0 - eff):
+        return f"communication-bound ({measured})"
+    return f"compute-slowdown ({measured})"
 
 
 def _add_ddp_over_dp(table: pd.DataFrame, keys: Sequence[str]) -> None:

@@ -33,6 +33,10 @@ IGNORED_PREFIXES = ("SEED", "RUN_NAME", "OUTPUT_DIR", "SWEEP", "LOG.", "CHECKPOI
 MAPPED_KEYS = {*(key for key, name in CONFIG_TO_RUN.items() if name in IDENTITY), *GPUS_FROM_CONFIG}
 UNSET = "<unset>"
 NO_STEADY = "no-steady-state"
+# Step-breakdown and FLOP figures (medians of steady records): column -> metric. Absent in older
+# runs (and comm_* outside DDP, mfu off GPUs with a known peak): the column is then NaN.
+MEASURED = {"comm_share": "time/comm_share", "comm_exposed_share": "time/comm_exposed_share",
+            "tflops_per_s": "perf/tflops_per_s", "mfu": "perf/mfu"}
 
 
 def run_throughput(runset: RunSet) -> pd.DataFrame:
@@ -47,6 +51,8 @@ def run_throughput(runset: RunSet) -> pd.DataFrame:
                             ("throughput_q3", IMG_PER_S, 0.75), ("compute_median", COMPUTE_IMG_PER_S, 0.5),
                             ("data_wait_share", DATA_WAIT_SHARE, 0.5), ("step_s", STEP_S, 0.5)):
         out[name] = _grouped_quantile(used, column, q).reindex(ids)
+    for name, column in MEASURED.items():
+        out[name] = _grouped_quantile(used, column, 0.5).reindex(ids)
     out["epoch_s"] = _grouped_quantile(runset.included_records("epoch"), EPOCH_S, 0.5).reindex(ids)
     out["n_steady"] = steady.groupby(train["run_id"]).sum().reindex(ids).fillna(0).astype(int)
     no_steady = (~has_steady).groupby(train["run_id"]).all().reindex(ids).fillna(True).astype(bool)
@@ -116,7 +122,7 @@ def aggregate_configs(runset: RunSet, per_run: pd.DataFrame, keys: Sequence[str]
             row["throughput_q1"] = float(group["throughput_q1"].iloc[0])
             row["throughput_q3"] = float(group["throughput_q3"].iloc[0])
             row["iqr_over"] = "steps"
-        for col in ("compute_median", "data_wait_share", "step_s", "epoch_s"):
+        for col in ("compute_median", "data_wait_share", "step_s", "epoch_s", *MEASURED):
             row[col] = float(group[col].median())
         row["n_hosts"] = int(row["n_hosts"])
         row["num_params"] = int(group["num_params"].max() or 0)

@@ -173,6 +173,34 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item())
 
 
+class LaggedVote:
+    """``any_rank`` without the per-step stall: each ``poll`` starts a non-blocking vote on
+    this step's flag and returns the result of the vote started one poll earlier (long
+    finished by then). Every rank polls at the same steps, so every rank gets the same answer
+    at the same step, one step after the request. ``poll(final=True)`` votes blocking and
+    leaves nothing in flight (use it before work that must not overlap a vote, like an epoch
+    end). At world size 1 there is nothing to agree on: the flag is returned at once."""
+
+    def __init__(self) -> None:
+        self._pending: tuple[Any, torch.Tensor] | None = None
+
+    def poll(self, flag: bool, final: bool = False) -> bool:
+        if not is_dist() or world_size() == 1:
+            return flag
+        if self._pending is not None:
+            work, t = self._pending
+            self._pending = None
+            work.wait()
+            if t.item():
+                return True
+        if final:
+            return any_rank(flag)
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        work = dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_CONTROL_GROUP, async_op=True)
+        self._pending = (work, t)
+        return False
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj`` in rank order, on every rank (``[obj]`` at world size 1)."""
     if not is_dist() or world_size() == 1:

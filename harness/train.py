@@ -62,6 +62,7 @@ def _identity(cfg: CN, trainer: Trainer, task_cls: type, wandb_id: str, world: W
         "global_batch": global_batch_size(cfg), "lr": trainer.lr,
         "primary_metric": f"val/{task_cls.primary_metric}", "higher_is_better": task_cls.higher_is_better,
         "num_params": trainer.num_params, "steps_per_epoch": trainer.steps_per_epoch,
+        "flops_per_sample": trainer.flops_per_sample, "peak_tflops_per_device": trainer.peak_tflops,
         "git_commit": git_commit(), "host": env["host"],
         "hosts": sorted(set(du.gather_objects(socket.gethostname()))),
         "torch_version": env["torch_version"], "cuda_version": env["cuda_version"],
