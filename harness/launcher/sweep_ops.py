@@ -75,6 +75,8 @@ def launch_sweep(spec_path: str, backend: str = "slurm", cluster: str | None = N
     plans = expand_sweep(spec, sweep_dir, profile)
     cluster_info = profile.to_dict() if profile else None
     fresh = new_manifest(spec, plans, sweep_dir, backend, cluster_info)
+    # What the submission needs, checked before anything is read or written: the dry run too.
+    check_submission(sweep_dir, fresh, list(fresh["runs"]), profile)
     actions: dict[str, str] = {p.name: "submit" for p in plans}
     existing = read_manifest(sweep_dir) if manifest_path(sweep_dir).is_file() else None
     if existing is not None:
@@ -85,7 +87,6 @@ def launch_sweep(spec_path: str, backend: str = "slurm", cluster: str | None = N
             if row.name in actions and (row.state == "completed" or (row.state in _LIVE and row.job_id)):
                 actions[row.name] = f"skip ({row.state})"
     to_submit = [p.name for p in plans if actions[p.name] == "submit"]
-    check_submission(sweep_dir, fresh, to_submit, profile)  # the dry run checks what submission needs
     if dry_run:
         _print_plan(out, sweep_dir, fresh, actions, to_submit, profile, spec.name)
         return sweep_dir
