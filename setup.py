@@ -26,6 +26,8 @@ setup(
         "tqdm",
         "psutil",
     ],
-    extras_require={"dev": ["pytest", "ruff==0.17.6", "mypy==2.4.1", "pre-commit"]},
+    extras_require={"dev": ["pytest", "ruff==0.17.6", "mypy==2.4.1", "pre-commit"],
+                    # Holistic Trace Analysis for profile/summary.md (optional; pulls jupyterlab, not torch).
+                    "profile": ["holistictraceanalysis==0.5.0"]},
     entry_points={"console_scripts": ["harness=harness.cli:main"]},
 )
