@@ -14,14 +14,13 @@ across world sizes and with the hardware's peak.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-if TYPE_CHECKING:  # pandas and scipy load lazily: `harness commbench --help` stays light
+if TYPE_CHECKING:  # numpy, pandas and scipy load lazily: `harness commbench --help` stays light
     import pandas as pd
 
 SCHEMA = "harness.commbench/1"
@@ -62,6 +61,8 @@ def fit_alpha_beta(sizes: Sequence[float], times_s: Sequence[float], factor: flo
     None (not identified) when fewer than two distinct sizes were measured, when
     the factor is 0 (world size 1: nothing crosses a link) or when the fitted
     slope is not positive."""
+    import numpy as np
+
     size = np.asarray(sizes, dtype=float)
     t = np.asarray(times_s, dtype=float)
     keep = np.isfinite(size) & np.isfinite(t) & (t > 0)
@@ -105,7 +106,7 @@ def comm_time_s(fit: dict[str, Any], op: str, size_bytes: float, world_size: int
 
 def ddp_buckets(grad_bytes: float) -> int:
     """All-reduces DDP issues per step for ``grad_bytes`` of gradients (25 MB buckets)."""
-    return max(1, int(np.ceil(grad_bytes / DDP_BUCKET_BYTES)))
+    return max(1, math.ceil(grad_bytes / DDP_BUCKET_BYTES))
 
 
 def find_commbench_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
