@@ -1,4 +1,5 @@
-"""FER validation metrics, gathered across ranks with each sample counted once."""
+"""FER validation metrics (accuracy, macro-F1, one-vs-rest macro ROC-AUC), gathered across
+ranks with each sample counted once."""
 from __future__ import annotations
 
 from typing import Any
@@ -30,6 +31,28 @@ def classification_metrics(preds: np.ndarray, targets: np.ndarray, num_classes: 
     }
 
 
+def _binary_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of one class: the Mann-Whitney U statistic with
+    average ranks for ties (equal to the trapezoidal ROC area)."""
+    from scipy.stats import rankdata
+
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_auc_ovr(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """One-vs-rest ROC-AUC, macro-averaged over the classes that have both positive
+    and negative samples (NaN when none has). ``probabilities``: (N, C)."""
+    aucs = []
+    for c in range(probabilities.shape[1]):
+        positive = targets == c
+        if 0 < positive.sum() < len(targets):
+            aucs.append(_binary_auc(probabilities[:, c], positive))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
 class FEREvaluator(Evaluator):
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
@@ -40,6 +63,7 @@ class FEREvaluator(Evaluator):
         self.pred: list[np.ndarray] = []
         self.target: list[np.ndarray] = []
         self.loss: list[np.ndarray] = []
+        self.prob: list[np.ndarray] = []
 
     def process(self, batch: dict[str, Any], outputs: torch.Tensor) -> None:
         logits = outputs.float()
@@ -47,15 +71,18 @@ class FEREvaluator(Evaluator):
         self.pred.append(logits.argmax(dim=1).cpu().numpy())
         self.target.append(batch["target"].cpu().numpy())
         self.loss.append(F.cross_entropy(logits, batch["target"], reduction="none").cpu().numpy())
+        self.prob.append(logits.softmax(dim=1).cpu().numpy())
 
     def evaluate(self) -> dict[str, Any]:
         columns = (self.index, self.pred, self.target, self.loss)
         local = [np.concatenate(x) if x else np.zeros(0) for x in columns]
+        local.append(np.concatenate(self.prob) if self.prob else np.zeros((0, self.num_classes)))
         parts = du.gather_objects(local)
-        index, pred, target, loss = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        index, pred, target, loss, prob = (np.concatenate([p[i] for p in parts]) for i in range(5))
         _, first = np.unique(index, return_index=True)  # each sample once, whatever the sharding
         pred, target, loss = pred[first].astype(np.int64), target[first].astype(np.int64), loss[first]
         metrics = classification_metrics(pred, target, self.num_classes)
+        metrics["roc_auc"] = roc_auc_ovr(prob[first], target)
         metrics["loss"] = float(loss.mean()) if len(loss) else float("nan")
         metrics["samples"] = int(len(first))
         return metrics

@@ -1,21 +1,20 @@
-"""FER models: torchvision EfficientNets with a grayscale stem, and a tiny CNN for tests."""
+"""FER models: the torchvision classifiers of ``efficientnet.backbones`` and a tiny CNN for tests."""
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 
 import torch
-import torchvision.models as tvm
 from torch import nn
 from yacs.config import CfgNode as CN
 
+from efficientnet.backbones import BACKBONES, build_backbone
 from harness.config import ConfigError
 
+# Kept for callers that list the EfficientNets; every backbone is in BACKBONES.
 EFFICIENTNETS: dict[str, Callable[..., nn.Module]] = {
-    **{f"efficientnet_b{i}": getattr(tvm, f"efficientnet_b{i}") for i in range(8)},
-    "efficientnet_v2_s": tvm.efficientnet_v2_s,
-    "efficientnet_v2_m": tvm.efficientnet_v2_m,
-}
+    name: entry.builder for name, entry in BACKBONES.items() if name.startswith("efficientnet")}
+FER_MODELS = tuple(sorted(BACKBONES)) + ("tiny_cnn",)
 
 
 class TinyCNN(nn.Module):
@@ -36,14 +35,6 @@ class TinyCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
-
-
-def _grayscale_stem(model: nn.Module, in_channels: int) -> None:
-    """Swap the RGB stem conv for one taking ``in_channels``: the loader then ships
-    one channel instead of three copies."""
-    stem = model.features[0][0]
-    model.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride,
-                                     stem.padding, bias=stem.bias is not None)
 
 
 def load_pretrained(model: nn.Module, path: str, in_channels: int) -> list[str]:
@@ -72,17 +63,10 @@ def build_fer_model(cfg: CN) -> nn.Module:
     m = cfg.MODEL
     if m.NAME == "tiny_cnn":
         return TinyCNN(m.IN_CHANNELS, m.NUM_CLASSES, m.DROPOUT)
-    if m.NAME not in EFFICIENTNETS:
-        raise ConfigError(f"MODEL.NAME {m.NAME!r} is not a FER model; choose one of "
-                          f"{', '.join(sorted(EFFICIENTNETS) + ['tiny_cnn'])}")
-    model = EFFICIENTNETS[m.NAME](weights=None, num_classes=m.NUM_CLASSES, dropout=m.DROPOUT,
-                                  stochastic_depth_prob=m.STOCHASTIC_DEPTH)
-    # A zero head starts at loss ln(7): torchvision's uniform init starts near 4 and stalls
-    # short from-scratch runs for epochs.
-    nn.init.zeros_(model.classifier[-1].weight)
-    nn.init.zeros_(model.classifier[-1].bias)
-    if m.IN_CHANNELS != 3:
-        _grayscale_stem(model, m.IN_CHANNELS)
+    if m.NAME not in BACKBONES:
+        raise ConfigError(f"MODEL.NAME {m.NAME!r} is not a FER model; choose one of {', '.join(FER_MODELS)}")
+    model = build_backbone(m.NAME, m.NUM_CLASSES, m.IN_CHANNELS,
+                           {"DROPOUT": m.DROPOUT, "STOCHASTIC_DEPTH": m.STOCHASTIC_DEPTH})
     if m.PRETRAINED:
         load_pretrained(model, m.PRETRAINED, m.IN_CHANNELS)
     return model

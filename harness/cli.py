@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Every add_cli module is light: heavy imports (torch, pandas) happen inside the command run.
     from analysis.cli import add_cli as add_analysis
     from harness.commbench import add_cli as add_commbench
+    from harness.benchmodel.cli import add_cli as add_bench_model
     from harness.evaluate import add_cli as add_eval
     from harness.launcher.cli import add_cli as add_launcher
+    from harness.profiling import add_cli as add_profile
     from harness.tasks import WORKLOADS, get_workload
 
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_launcher(sub)
     add_commbench(sub)
     add_eval(sub)
+    add_bench_model(sub)
+    add_profile(sub)
     add_analysis(sub)
     return parser
 

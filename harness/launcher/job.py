@@ -37,6 +37,9 @@ class SweepRun(submitit.helpers.Checkpointable):
         if cfg.JOB.KIND == "commbench":  # a measurement job: nothing to checkpoint or requeue
             from harness.commbench import run_job
             return run_job(cfg, list(cfg.JOB.ARGS))
+        if cfg.JOB.KIND in ("eval", "bench-model"):  # no training: nothing to checkpoint or requeue
+            from harness.evaluate import run_job as run_model_job
+            return run_model_job(cfg)
         usr_sig = submitit.JobEnvironment._usr_sig()
         submitit_handler = signal.getsignal(usr_sig)
 

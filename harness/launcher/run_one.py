@@ -26,6 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.JOB.KIND == "commbench":  # a measurement run (docs/commbench.md), not training
         from harness.commbench import run_local_job
         return run_local_job(cfg)
+    if cfg.JOB.KIND in ("eval", "bench-model"):  # no training (docs/models.md)
+        from harness.evaluate import run_local_job as run_model_job
+        return run_model_job(cfg)
     from harness.spawn import die_with_parent
 
     die_with_parent()  # the local scheduler killed: this run checkpoints and stops (no orphan)
