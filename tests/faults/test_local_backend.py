@@ -59,6 +59,7 @@ def _kill_all(pids: list[int]) -> None:
                 pass
 
 
+@pytest.mark.slow
 def test_log_lines_once_and_elapsed_counts_the_whole_process(tmp_path: Path, fer_csv_root: str) -> None:
     sweep_dir, _ = _sweep(tmp_path, fer_csv_root, epochs=1)
     started = time.time()
