@@ -87,8 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", help="OUTPUT_DIR: parent of the run directory")
     train.add_argument("--run-name", help="RUN_NAME: the run directory's name")
     train.add_argument("--resume", default="auto",
-                       help="auto (default: continue from <run dir>/checkpoints/last.pt when it exists), "
-                            "never, or a checkpoint path")
+                       help="auto (default: continue from <run dir>/checkpoints/last.pt when it exists and "
+                            "was trained with the same config; a completed run is left as it is), force "
+                            "(continue even though identity keys changed; recorded in run.json "
+                            "resumed_with_changes), never, or a checkpoint path")
     train.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     train.set_defaults(func=cmd_train)
 

@@ -13,8 +13,6 @@ import pytest
 from tests.faults.helpers import heartbeat, pid_gone, start_train, status, wait_for
 from tests.spine_helpers import FER_SYNTH, fast_opts
 
-pytestmark = pytest.mark.slow  # each starts three Python processes that import torch
-
 
 def _ddp2(fer_csv_root: str, tmp_path: Path, name: str, **extra: object) -> list[str]:
     return ["--config", FER_SYNTH, *fast_opts(
@@ -41,6 +39,7 @@ def _cleanup(pids: list[int]) -> None:
                 pass
 
 
+@pytest.mark.slow  # three Python processes that import torch, then a fault
 def test_rank0_killed_is_recorded_failed_with_rank_signal_and_step(fer_csv_root: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "kill0"
     proc = start_train(*_ddp2(fer_csv_root, tmp_path, "kill0"), log=tmp_path / "out.log")
@@ -57,6 +56,7 @@ def test_rank0_killed_is_recorded_failed_with_rank_signal_and_step(fer_csv_root:
         _cleanup(pids)
 
 
+@pytest.mark.slow  # three Python processes that import torch, then a fault
 def test_launcher_killed_takes_its_ranks_with_it(fer_csv_root: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "orphan"
     proc = start_train(*_ddp2(fer_csv_root, tmp_path, "orphan"), log=tmp_path / "out.log")
@@ -73,6 +73,7 @@ def test_launcher_killed_takes_its_ranks_with_it(fer_csv_root: str, tmp_path: Pa
         _cleanup(pids)
 
 
+@pytest.mark.slow  # three Python processes that import torch, then a fault
 def test_frozen_rank_fails_the_run_within_the_timeout_naming_it(fer_csv_root: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "frozen"
     timeout_s = 8
@@ -93,3 +94,38 @@ def test_frozen_rank_fails_the_run_within_the_timeout_naming_it(fer_csv_root: st
     finally:
         _cleanup(pids)
     assert json.loads((run_dir / "heartbeat" / "rank1.json").read_text())["pid"] == pids[1]
+
+
+def test_die_with_parent_delivers_the_requested_signal(tmp_path: Path) -> None:
+    """The mechanism behind run_one (SIGTERM) and Slurm tasks (submitit's USR2, which stops at
+    a step boundary and requeues): the child learns of its parent's kill -9 by a signal."""
+    import subprocess
+    import sys
+
+    from tests.spine_helpers import REPO
+
+    got, ready = tmp_path / "got", tmp_path / "ready"
+    child = (
+        "import pathlib, signal, sys, time\n"
+        "from harness.spawn import die_with_parent\n"
+        "def on(s, f):\n"
+        f"    pathlib.Path({str(got)!r}).write_text(signal.Signals(s).name); sys.exit(0)\n"
+        "signal.signal(signal.SIGUSR2, on)\n"
+        "die_with_parent(signal.SIGUSR2)\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "time.sleep(300)\n")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+         f"p = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+         "print(p.pid, flush=True)\ntime.sleep(300)"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    child_pid = int(parent.stdout.readline())
+    try:
+        wait_for(ready.exists, 120, "the child to arm its parent-death signal")
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        wait_for(got.exists, 20, "the parent-death signal")
+        assert got.read_text() == "SIGUSR2"
+        wait_for(lambda: pid_gone(child_pid), 20, "the child to exit")
+    finally:
+        _cleanup([child_pid, parent.pid])
