@@ -74,6 +74,8 @@ RUN_FIELDS: dict[str, Field] = _fields(
     Field("higher_is_better", bool, "direction of the primary metric", True),
     Field("num_params", int, "trainable parameters of the model", 0),
     Field("steps_per_epoch", int, "optimizer steps in one epoch", 0),
+    Field("flops_per_sample", _OPTIONAL_NUMBER, "training FLOPs per sample (null when not counted)"),
+    Field("peak_tflops_per_device", _OPTIONAL_NUMBER, "the GPU's dense peak TFLOP/s, the MFU denominator"),
     Field("git_commit", str, 'commit of the code, "" when unknown', ""),
     Field("host", str, "host name of rank 0", ""),
     Field("hosts", list, "host names of all ranks (sorted, unique)", ()),
@@ -147,6 +149,8 @@ STATUS_FIELDS: dict[str, Field] = _fields(
     Field("silent_rank", (int, type(None)), "rank the watchdog found silent (failed only)"),
     Field("signal", (str, type(None)), "signal that killed the failed rank (failed only)"),
     Field("exit_code", (int, type(None)), "exit code of the failed rank (failed only)", optional=True),
+    Field("job_started_at", _OPTIONAL_NUMBER, "local backend: when the run's process started", optional=True),
+    Field("job_ended_at", _OPTIONAL_NUMBER, "local backend: when the run's process ended", optional=True),
 )
 
 # ------------------------------------------------------------ metrics.jsonl
@@ -211,6 +215,9 @@ METRICS: dict[str, Metric] = _metrics(
     Metric("perf/flops_per_sample", "FLOP/sample", _T, "training FLOPs per sample", optional=True),
     Metric("perf/tflops_per_s", "TFLOP/s", _T, "achieved TFLOP/s per device", optional=True),
     Metric("perf/mfu", "0-1", _T, "model FLOPs utilisation (GPU only)", optional=True),
+    Metric("train/nonfinite_steps", "", _T, "steps skipped for a non-finite loss (TRAIN.NAN_POLICY skip)",
+           optional=True, type=int),
+    Metric("time/eval_s", "s", (VAL,), "wall time of the validation (`harness eval`)", optional=True),
     Metric("steps", "", _T, "optimizer steps in the window", type=int),
     Metric("steady", "bool", _T, "false inside the first LOG.WARMUP_STEPS steps after a (re)start",
            type=bool),
