@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from harness.launcher.status import DEFAULT_LOST_AFTER_S, DEFAULT_STALLED_AFTER_S
 
@@ -29,6 +29,46 @@ def _guard(handler: Any) -> Any:
     return run
 
 
+class WaitDisplay:
+    """``harness sweep --wait``'s progress. On a terminal: one line redrawn in place, a bar
+    over the finished runs, the counts and the time waited. Elsewhere (a log file, CI):
+    the counts line, printed only when it changes."""
+
+    BAR_WIDTH = 20
+
+    def __init__(self, stream: TextIO, tty: bool | None = None):
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.started = time.monotonic()
+        self.last_line: str | None = None
+        self.drawn = False
+
+    def update(self, rows: list[Any]) -> None:
+        from harness.launcher.status import TERMINAL, summary_line
+
+        line = summary_line(rows)
+        if not self.tty:
+            if line != self.last_line:
+                print(line, file=self.stream, flush=True)
+            self.last_line = line
+            return
+        done = sum(row.state in TERMINAL for row in rows)
+        filled = self.BAR_WIDTH * done // max(1, len(rows))
+        waited = int(time.monotonic() - self.started)
+        bar = "#" * filled + "." * (self.BAR_WIDTH - filled)
+        # \r and erase-to-end-of-line: the same terminal line, however long the last one was.
+        self.stream.write(f"\r\x1b[K[{bar}] {done}/{len(rows)} finished | {line} | "
+                          f"{waited // 60}:{waited % 60:02d}")
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
 def _final_code(rows: list[Any]) -> int:
     return 0 if all(r.state == "completed" for r in rows) else 1
 
@@ -44,7 +84,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"follow it with: harness status {sweep_dir} --watch 10")
         return 0
     try:
-        rows = wait_for_sweep(sweep_dir, poll_s=args.poll, timeout_s=args.timeout, out=sys.stdout)
+        display = WaitDisplay(sys.stdout)
+        try:
+            rows = wait_for_sweep(sweep_dir, poll_s=args.poll, timeout_s=args.timeout,
+                                  progress=display.update)
+        finally:
+            display.close()
     except TimeoutError as e:
         print(f"harness sweep: {e}", file=sys.stderr)
         return 1

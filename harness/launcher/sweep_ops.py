@@ -4,6 +4,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -304,9 +305,13 @@ def cancel(sweep_dir: str | Path, names: list[str] | None = None, out: TextIO = 
 
 
 def wait_for_sweep(sweep_dir: str | Path, poll_s: float = 5.0, timeout_s: float | None = None,
-                   lost_after_s: float = 600.0, out: TextIO | None = None) -> list[RunState]:
+                   lost_after_s: float = 600.0, out: TextIO | None = None,
+                   progress: Callable[[list[RunState]], None] | None = None) -> list[RunState]:
     """Block until every run is in a final state (seen twice in a row, because a
-    preempted run is final only if its job does not come back)."""
+    preempted run is final only if its job does not come back). ``progress`` gets the
+    rows at every check (``harness sweep --wait``'s display); otherwise ``out`` gets
+    the summary line whenever it changes."""
+    last_line = None
     deadline = None if timeout_s is None else time.time() + timeout_s
     settled = 0
     while True:
@@ -316,6 +321,9 @@ def wait_for_sweep(sweep_dir: str | Path, poll_s: float = 5.0, timeout_s: float 
             return rows
         if deadline is not None and time.time() > deadline:
             raise TimeoutError(f"sweep {sweep_dir} not finished after {timeout_s}s:\n{format_table(rows)}")
-        if out is not None:
-            print(summary_line(rows), file=out, flush=True)
+        if progress is not None:
+            progress(rows)
+        elif out is not None and summary_line(rows) != last_line:
+            last_line = summary_line(rows)
+            print(last_line, file=out, flush=True)
         time.sleep(poll_s)
