@@ -8,6 +8,7 @@ knows the matrix products and convolutions (mm, addmm, bmm, convolution and its
 backward, attention); element-wise work (activations, norms, the optimizer) is
 not counted, as in the usual MFU convention (PaLM, torchtitan).
 """
+
 from __future__ import annotations
 
 import copy
@@ -68,8 +69,9 @@ def _to_meta(value: Any) -> Any:
     return value
 
 
-def count_training_flops(model: nn.Module, batch: dict[str, Any],
-                         loss_fn: Callable[[nn.Module, dict[str, Any]], torch.Tensor]) -> int:
+def count_training_flops(
+    model: nn.Module, batch: dict[str, Any], loss_fn: Callable[[nn.Module, dict[str, Any]], torch.Tensor]
+) -> int:
     """FLOPs of one forward + backward of ``loss_fn(model, batch)``, counted on meta copies
     of ``model`` and ``batch`` (the originals are not touched)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -84,7 +86,8 @@ def count_training_flops(model: nn.Module, batch: dict[str, Any],
     return int(counter.get_total_flops())
 
 
-def flops_per_sample(model: nn.Module, batch: dict[str, Any],
-                     loss_fn: Callable[[nn.Module, dict[str, Any]], torch.Tensor]) -> float:
+def flops_per_sample(
+    model: nn.Module, batch: dict[str, Any], loss_fn: Callable[[nn.Module, dict[str, Any]], torch.Tensor]
+) -> float:
     """Training FLOPs (forward + backward) per sample of ``batch``."""
     return count_training_flops(model, batch, loss_fn) / int(batch["input"].shape[0])

@@ -16,6 +16,7 @@ For DDP, :class:`CommTimer` is a communication hook that times every bucket's
 all-reduce (launch to completion); see docs/run-format.md for what ``time/comm_s``
 and ``time/comm_exposed_s`` measure and their error.
 """
+
 from __future__ import annotations
 
 import resource
@@ -29,7 +30,7 @@ from harness import distributed as du
 
 #: The parts of a step, in loop order; with "other" (the remainder) they partition the step.
 STEP_PARTS = ("data_wait", "h2d", "forward", "backward", "optimizer")
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def synchronize(device: torch.device) -> None:
@@ -88,7 +89,7 @@ class CommTimer:
         self._buckets: list[list[Any]] = []
         self.steps: list[tuple[list[list[Any]], Any]] = []
 
-    def attach(self, ddp_model: torch.nn.Module) -> None:
+    def attach(self, ddp_model: torch.nn.parallel.DistributedDataParallel) -> None:
         ddp_model.register_comm_hook(None, self._hook)
 
     # No annotations: DDP checks them against dist.GradBucket, and this module's are strings.
@@ -152,11 +153,13 @@ class MemoryPeaks:
             stats["memory/peak_reserved_gib"] = torch.cuda.max_memory_reserved(self.device) / GIB
         # The run-long peaks (the older keys) are the maxima over the windows.
         if rss is None:  # no /proc: the process's peak since start (ru_maxrss is KiB on Linux)
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         lifetime_rss = rss
-        for key, value in (("memory/rss_gib", lifetime_rss),
-                           ("memory/max_allocated_gib", stats.get("memory/peak_allocated_gib")),
-                           ("memory/max_reserved_gib", stats.get("memory/peak_reserved_gib"))):
+        for key, value in (
+            ("memory/rss_gib", lifetime_rss),
+            ("memory/max_allocated_gib", stats.get("memory/peak_allocated_gib")),
+            ("memory/max_reserved_gib", stats.get("memory/peak_reserved_gib")),
+        ):
             if value is not None:
                 self.lifetime[key] = max(self.lifetime.get(key, 0.0), value)
                 stats[key] = self.lifetime[key]
@@ -177,7 +180,7 @@ def _rss_peak_gib() -> float | None:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024 ** 2  # kB
+                    return int(line.split()[1]) / 1024**2  # kB
     except OSError:
         pass
     return None
@@ -186,8 +189,13 @@ def _rss_peak_gib() -> float | None:
 class WindowTimer:
     """One logging window of optimizer steps: wall time, the step breakdown and memory peaks."""
 
-    def __init__(self, device: torch.device, comm: CommTimer | None = None,
-                 flops_per_sample: float | None = None, peak_tflops: float | None = None):
+    def __init__(
+        self,
+        device: torch.device,
+        comm: CommTimer | None = None,
+        flops_per_sample: float | None = None,
+        peak_tflops: float | None = None,
+    ):
         self.device = device
         self.marks = _Marks(device)
         self.comm = comm

@@ -1,5 +1,6 @@
 """The diagnosis uses the measured communication shares when runs logged them, the report shows
 MFU or achieved FLOP/s beside efficiency, and older runs without them keep the inferred rule."""
+
 from __future__ import annotations
 
 import json
@@ -25,15 +26,22 @@ def _add_to_train_records(run_dir: Path, values: dict[str, float]) -> None:
 
 def _sweep(tmp_path: Path, exposed_at_4: float | None) -> Path:
     # E(4) = 200 / (4 * 100) = 0.5: half of the 4-GPU step is lost against ideal scaling.
-    runs = [dict(strategy="ddp", gpus=1, throughput=100, data_wait_share=0.05),
-            dict(strategy="ddp", gpus=4, throughput=200, data_wait_share=0.05)]
+    runs = [
+        dict(strategy="ddp", gpus=1, throughput=100, data_wait_share=0.05),
+        dict(strategy="ddp", gpus=4, throughput=200, data_wait_share=0.05),
+    ]
     sweep = write_sweep(tmp_path / f"s{exposed_at_4}", "diag", runs, scaling="weak")
     for run in sorted((sweep / "runs").iterdir()):
         gpus = json.loads((run / "run.json").read_text())["gpus"]
         extra = {"perf/tflops_per_s": 0.002 if gpus == 1 else 0.001}
         if gpus == 4 and exposed_at_4 is not None:
-            extra.update({"time/comm_share": exposed_at_4 + 0.1, "time/comm_exposed_share": exposed_at_4,
-                          "perf/mfu": 0.125})
+            extra.update(
+                {
+                    "time/comm_share": exposed_at_4 + 0.1,
+                    "time/comm_exposed_share": exposed_at_4,
+                    "perf/mfu": 0.125,
+                }
+            )
         _add_to_train_records(run, extra)
     return sweep
 

@@ -1,6 +1,7 @@
 """`harness profile` on ddp(2): one trace per rank and a summary; the DDP comm-hook figures; the
 non-blocking preemption vote agrees on one step on every rank, and a ddp run stopped by it
 resumes bit-exactly."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,13 @@ from harness.spawn import launch
 from tests.spine_helpers import FER_SYNTH, fast_opts, harness_cli, model_state, records
 
 # Dropout on (the RNG state must survive the resume); 2 epochs x 4 steps, a record every 2 steps.
-DDP_RUN = dict(MODEL__DROPOUT=0.3, TRAIN__EPOCHS=2, TRAIN__MAX_STEPS_PER_EPOCH=4, TRAIN__BATCH_SIZE_PER_GPU=8,
-               LOG__EVERY_N_STEPS=2)
+DDP_RUN = dict(
+    MODEL__DROPOUT=0.3,
+    TRAIN__EPOCHS=2,
+    TRAIN__MAX_STEPS_PER_EPOCH=4,
+    TRAIN__BATCH_SIZE_PER_GPU=8,
+    LOG__EVERY_N_STEPS=2,
+)
 PROFILE = dict(PROFILE__WAIT=1, PROFILE__WARMUP=1, PROFILE__ACTIVE=2, PROFILE__PROFILE_MEMORY=True)
 
 
@@ -60,8 +66,15 @@ def test_ddp_records_carry_the_measured_communication(profiled_ddp: Path) -> Non
 
 
 def _vote_worker(rank: int, world: int, port: int, scenarios: list, out: str) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     from harness import distributed as du
 
     du.init_distributed(du.world_info_from_env(), "gloo")
@@ -88,8 +101,9 @@ def test_lagged_vote_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
     scenarios = [(1, 3, 8), (0, 7, 8), (1, 8, 8), (0, 1, 5), (1, 11, 5)]
     expected = [4, 8, 8, 2, None]
     out = str(tmp_path / "stops")
-    mp.start_processes(_vote_worker, args=(2, find_free_port(), scenarios, out), nprocs=2,
-                       start_method="spawn")
+    mp.start_processes(
+        _vote_worker, args=(2, find_free_port(), scenarios, out), nprocs=2, start_method="spawn"
+    )
     assert torch.load(f"{out}.0") == expected
     assert torch.load(f"{out}.1") == expected
 
@@ -98,8 +112,15 @@ def test_lagged_vote_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
 def test_ddp_preempted_by_the_vote_resumes_exactly(profiled_ddp: Path, fer_csv_root: str) -> None:
     """The profiled run is the uninterrupted reference (profiling changes no arithmetic)."""
     out = profiled_ddp.parent
-    cut = fast_opts(fer_csv_root, out, RUN_NAME="cut", DIST__STRATEGY="ddp", DIST__GPUS=2, **DDP_RUN,
-                    FAULT__PREEMPT_AT_STEP=2)
+    cut = fast_opts(
+        fer_csv_root,
+        out,
+        RUN_NAME="cut",
+        DIST__STRATEGY="ddp",
+        DIST__GPUS=2,
+        **DDP_RUN,
+        FAULT__PREEMPT_AT_STEP=2,
+    )
     assert launch(load_config(FER_SYNTH, cut)) == "preempted"
     status = json.loads((out / "cut" / "status.json").read_text())
     assert status["state"] == "preempted" and status["step"] == 3  # agreed one step after the request
@@ -108,5 +129,6 @@ def test_ddp_preempted_by_the_vote_resumes_exactly(profiled_ddp: Path, fer_csv_r
     for key in a:
         assert torch.equal(a[key], b[key]), f"parameter {key} differs after resume"
     keep = ("kind", "step", "samples", "train/loss", "train/lr")
-    assert ([tuple(r.get(k) for k in keep) for r in records(profiled_ddp)]
-            == [tuple(r.get(k) for k in keep) for r in records(out / "cut")])
+    assert [tuple(r.get(k) for k in keep) for r in records(profiled_ddp)] == [
+        tuple(r.get(k) for k in keep) for r in records(out / "cut")
+    ]

@@ -1,5 +1,6 @@
 """The step-time breakdown, per-window memory, FLOPs per sample and the clocks (harness.timing,
 harness.flops), measured on real training runs and on the pieces they are built from."""
+
 from __future__ import annotations
 
 import json
@@ -68,7 +69,7 @@ def test_timer_parts_follow_the_laps_and_window_memory_resets() -> None:
     timer.begin_step()
     time.sleep(0.02)
     host_wait = timer.lap("data_wait")
-    blob = np.ones(64 * 2 ** 20 // 8)  # 64 MiB resident inside this window only
+    blob = np.ones(64 * 2**20 // 8)  # 64 MiB resident inside this window only
     blob[::4096] = 2.0
     time.sleep(0.03)
     timer.lap("forward")
@@ -125,13 +126,21 @@ def test_meter_merge() -> None:
     assert epoch.count == 3 and epoch.global_mean() == pytest.approx(3.0)
 
 
-@pytest.mark.parametrize("name, precision, peak", [
-    ("NVIDIA H100 80GB HBM3", "bf16", 989.4), ("NVIDIA H100 PCIe", "bf16", 756.0),
-    ("NVIDIA H200", "tf32", 494.7), ("NVIDIA A100-SXM4-80GB", "fp32", 19.5),
-    ("Tesla V100-SXM2-32GB", "fp16", 125.0), ("Tesla V100-PCIE-16GB", "fp16", 112.0),
-    ("Tesla V100-SXM2-32GB", "bf16", None), ("NVIDIA L40S", "bf16", 362.0),
-    ("NVIDIA H100 80GB HBM3 MIG 1g.10gb", "bf16", None), ("Some Future GPU", "bf16", None),
-])
+@pytest.mark.parametrize(
+    "name, precision, peak",
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16", 989.4),
+        ("NVIDIA H100 PCIe", "bf16", 756.0),
+        ("NVIDIA H200", "tf32", 494.7),
+        ("NVIDIA A100-SXM4-80GB", "fp32", 19.5),
+        ("Tesla V100-SXM2-32GB", "fp16", 125.0),
+        ("Tesla V100-PCIE-16GB", "fp16", 112.0),
+        ("Tesla V100-SXM2-32GB", "bf16", None),
+        ("NVIDIA L40S", "bf16", 362.0),
+        ("NVIDIA H100 80GB HBM3 MIG 1g.10gb", "bf16", None),
+        ("Some Future GPU", "bf16", None),
+    ],
+)
 def test_peak_table_matches_device_names(name: str, precision: str, peak: float | None) -> None:
     assert peak_tflops(name, precision) == peak
 
