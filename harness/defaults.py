@@ -33,6 +33,12 @@ _C.DIST.SYNC_BN = False
 # DDP gradient bucket size (PyTorch's default is 25 MB).
 _C.DIST.BUCKET_CAP_MB = 25
 _C.DIST.FIND_UNUSED_PARAMETERS = False
+# DDP gradient_as_bucket_view: gradients are views into the all-reduce buckets (saves one
+# gradient-sized copy per step and that much memory). Bool.
+_C.DIST.GRADIENT_AS_BUCKET_VIEW = False
+# DDP static_graph: the set of used parameters never changes, so DDP may skip per-step
+# graph checks and reorder buckets after the first step. Bool.
+_C.DIST.STATIC_GRAPH = False
 # Seconds a collective may wait before the process group fails it (the rendezvous too).
 # The heartbeat watchdog fails the run after DIST.TIMEOUT_S / 2 without a beat from a rank.
 _C.DIST.TIMEOUT_S = 600
@@ -94,6 +100,11 @@ _C.DATA.NUM_WORKERS = 2
 _C.DATA.PIN_MEMORY = True
 _C.DATA.PREFETCH_FACTOR = 2
 _C.DATA.PERSISTENT_WORKERS = True
+# A bad sample found when the dataset is built (pose: a box with non-positive size, a
+# non-numeric or wrong-length keypoint list, an annotation for an image not in the set, a
+# missing image file): "error" stops with the file and annotation id; "skip" drops it and
+# counts it in the log, run.json ("skipped_samples") and `harness data summary`.
+_C.DATA.ON_BAD_SAMPLE = "error"
 
 _C.LOG = CN()
 # Write a train record to metrics.jsonl (and W&B) every N optimizer steps.
@@ -175,6 +186,7 @@ CHOICES = {
     "TRAIN.SCHEDULER": ("multistep", "cosine", "none"),
     "TRAIN.AMP": ("none", "fp16", "bf16"),
     "TRAIN.NAN_POLICY": ("stop", "skip"),
+    "DATA.ON_BAD_SAMPLE": ("error", "skip"),
     "LOG.WANDB.MODE": ("online", "offline", "disabled"),
     "JOB.KIND": ("train", "commbench", "eval", "bench-model"),
 }

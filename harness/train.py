@@ -15,6 +15,7 @@ from yacs.config import CfgNode as CN
 
 from harness import distributed as du
 from harness import preemption
+from harness.bad_samples import skipped_samples
 from harness.checkpoint import CheckpointError, check_model_state, load_checkpoint
 from harness.config import dump_config, flatten_config, global_batch_size, resolve_wandb_mode
 from harness.distributed import WorldInfo, world_info_from_env
@@ -70,6 +71,7 @@ def _identity(cfg: CN, trainer: Trainer, task_cls: type, wandb_id: str, world: W
         "wandb_project": cfg.LOG.WANDB.PROJECT, "wandb_entity": cfg.LOG.WANDB.ENTITY,
         "wandb_group": wandb_group(cfg), "slurm_job_id": slurm_job_id(),
         "started_at": previous.get("started_at", time.time()),
+        "skipped_samples": skipped_samples(trainer),  # DATA.ON_BAD_SAMPLE skip: {split: {reason: n}}
     }
 
 
@@ -108,7 +110,11 @@ def run_training(cfg: CN, resume: str = "auto") -> str:
     logger = RunLogger(run_dir, f"val/{task_cls.primary_metric}", task_cls.higher_is_better)
     previous = read_status(run_dir)
     watchdog: Watchdog | None = None
+    trainer: Trainer | None = None
     try:
+        # Beats start right after the rendezvous, so a slow data set build on one rank is not silence.
+        watchdog = Watchdog(run_dir, du.rank(), du.world_size(), cfg.DIST.TIMEOUT_S,
+                            step=lambda: trainer.global_step if trainer is not None else 0).start()
         resume_path = decision.checkpoint
         trainer = Trainer(cfg, task_cls(cfg), world, device, run_dir, logger)
         state = load_checkpoint(resume_path) if resume_path else None
@@ -119,8 +125,6 @@ def run_training(cfg: CN, resume: str = "auto") -> str:
         if decision.changed:
             logger.warning("--resume force: continuing %s with changed keys %s", run_dir,
                            ", ".join(decision.changed))
-        watchdog = Watchdog(run_dir, du.rank(), du.world_size(), cfg.DIST.TIMEOUT_S,
-                            step=lambda: trainer.global_step).start()
         if state is not None:
             trainer.load_state_dict(state)
             logger.best = state.get("best")

@@ -25,6 +25,8 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from yacs.config import CfgNode as CN
 
+from harness.errors import UserError
+from hrnet.annotation_checks import apply_policy, check_annotations, count_reasons
 from hrnet.targets import generate_heatmaps
 from hrnet.transforms import (
     COCO_FLIP_PAIRS,
@@ -40,7 +42,7 @@ from hrnet.transforms import (
 )
 
 
-class PoseDataError(RuntimeError):
+class PoseDataError(UserError, RuntimeError):
     """A dataset file is missing or unreadable; the message names it."""
 
 
@@ -131,6 +133,12 @@ class COCOKeypoints(Dataset):
         self.coco = load_coco(self.annotation_path)
         self.image_dir = os.path.join(self.root, "images", image_set)
         use_gt = is_train or cfg.TEST.USE_GT_BBOX
+        # Checked here, not mid-epoch; `skipped` counts what DATA.ON_BAD_SAMPLE skip dropped.
+        bad = check_annotations(self.coco.dataset, self.annotation_path, self.image_dir, self.num_joints) \
+            if use_gt else []
+        self._dropped = apply_policy(bad, cfg.DATA.get("ON_BAD_SAMPLE", "error"), self.annotation_path,
+                                     PoseDataError)
+        self.skipped = count_reasons(bad)
         records = self._gt_records() if use_gt else self._detection_records(cfg.TEST.COCO_BBOX_FILE)
         if is_train and d.SELECT_DATA:
             records = select_well_fitted(records)
@@ -154,6 +162,8 @@ class COCOKeypoints(Dataset):
             info = self.coco.imgs[image_id]
             width, height = info["width"], info["height"]
             for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id, iscrowd=False)):
+                if ann.get("id") in self._dropped:
+                    continue
                 if ann.get("category_id", 1) != 1 or max(ann.get("keypoints", [0])) == 0:
                     continue
                 x, y, w, h = ann["bbox"]

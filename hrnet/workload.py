@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 from typing import Any
 
 from yacs.config import CfgNode as CN
@@ -55,8 +56,19 @@ def summarize_data(cfg: CN) -> dict[str, Any]:
         annotations = data.get("annotations", [])
         persons = sum(1 for a in annotations if not a.get("iscrowd") and a.get("num_keypoints", 0) > 0)
         out[image_set] = {"images": len(data.get("images", [])), "annotations": len(annotations),
-                          "persons": persons, "source": path}
+                          "persons": persons, "source": path,
+                          **_bad_sample_counts(cfg, data, path, os.path.join(d.ROOT, "images", image_set))}
     return out
+
+
+def _bad_sample_counts(cfg: CN, data: dict[str, Any], path: str, image_dir: str) -> dict[str, Any]:
+    """The checks the dataset makes when built (hrnet/annotation_checks.py): counts by reason,
+    and how many DATA.ON_BAD_SAMPLE skip drops (error: the run would stop at the first)."""
+    from hrnet.annotation_checks import check_annotations, count_reasons
+
+    bad = check_annotations(data, path, image_dir, int(cfg.MODEL.NUM_JOINTS))
+    skip = cfg.DATA.get("ON_BAD_SAMPLE", "error") == "skip"
+    return {"bad_annotations": count_reasons(bad), "skipped": len(bad) if skip else 0}
 
 
 def _parse_size(text: str) -> tuple[int, int]:
