@@ -122,7 +122,8 @@ def init_distributed(world: WorldInfo, backend: str = "auto", timeout_s: float =
                                 rank=world.rank, world_size=world.world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s))
         # A CPU group for control flags: agreeing on them never synchronises a GPU stream.
-        _CONTROL_GROUP = dist.new_group(backend="gloo") if backend != "gloo" else None
+        _CONTROL_GROUP = (dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
+                          if backend != "gloo" else None)
     return device
 
 
