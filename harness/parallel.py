@@ -37,7 +37,8 @@ def wrap_model(cfg: CN, model: nn.Module, device: torch.device, world: WorldInfo
     if strategy == "ddp" and world.world_size > 1:
         return nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            bucket_cap_mb=cfg.DIST.BUCKET_CAP_MB, find_unused_parameters=cfg.DIST.FIND_UNUSED_PARAMETERS)
+            bucket_cap_mb=cfg.DIST.BUCKET_CAP_MB, find_unused_parameters=cfg.DIST.FIND_UNUSED_PARAMETERS,
+            gradient_as_bucket_view=cfg.DIST.GRADIENT_AS_BUCKET_VIEW, static_graph=cfg.DIST.STATIC_GRAPH)
     return model
 
 
