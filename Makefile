@@ -8,7 +8,7 @@ DEMO_DIR ?= runs/demo
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: venv demo test test-fast lint format typecheck check slurm-demo slurm-up slurm-down commbench-study bench clean-demo
+.PHONY: venv demo test test-fast lint format typecheck check slurm-demo slurm-up slurm-down commbench-study bench gpu-check clean-demo
 
 venv: $(STAMP)
 
@@ -78,7 +78,20 @@ commbench-study: venv
 	bash slurm/local-cluster.sh up --nodes 2
 	$(PY) -m harness.commbench_study --rates 100mbit,300mbit,1000mbit
 
+## bench: P1-P8 of benchmarks/README.md, each a ratio against a baseline run alongside it;
+## one JSON line each, and benchmarks/results/<name>.json. P5 starts the local Slurm cluster (root).
 bench: venv
-	$(PY) benchmarks/bench_fer_transforms.py
+	$(PY) -m benchmarks.bench_loop_overhead
+	$(PY) -m benchmarks.bench_fer_scaling
+	$(PY) -m benchmarks.bench_fer_transforms
+	$(PY) -m benchmarks.bench_pose_data
+	bash slurm/local-cluster.sh up
+	eval "$$(bash slurm/local-cluster.sh env)" && $(PY) -m benchmarks.bench_sweep_submit
+	$(PY) -m benchmarks.bench_cli
+	$(PY) -m benchmarks.bench_measurement
 	$(PY) -m benchmarks.bench_analysis_load
-	$(PY) benchmarks/bench_fer_scaling.py
+
+## gpu-check: tests/gpu on every visible GPU (dp, NCCL DDP, SyncBN, fp16/bf16, CUDA timers, MFU);
+## a few minutes. Skips cleanly (module level) where there is no CUDA.
+gpu-check: venv
+	$(PY) -m pytest tests/gpu -q -rs -m gpu

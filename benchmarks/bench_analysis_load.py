@@ -15,6 +15,7 @@ from pathlib import Path
 
 from analysis.load import load_run_dirs
 from analysis.pipeline import analyze
+from benchmarks.protocol import emit
 from tests.analysis_fixtures import write_run
 
 
@@ -59,9 +60,11 @@ def main() -> None:
             analyze_times.append(time.perf_counter() - start)
         assert len(runset.runs) == args.runs and runset.runs["included"].all()
         load_s, analyze_s = min(load_times), min(analyze_times)
-        print(f"runs: {args.runs}, records: {len(runset.records)}")
-        print(f"load:    {load_s:.2f} s  ({args.runs / load_s:.0f} runs/s)")
-        print(f"analyze: {analyze_s:.2f} s  ({args.runs / analyze_s:.0f} runs/s)")
+        emit("analysis_load", {
+            "metric": "in-process load and table computation of a large sweep (P6 parts)",
+            "runs": args.runs, "records": len(runset.records), "load_s": round(load_s, 3),
+            "load_runs_per_s": round(args.runs / load_s, 1), "analyze_s": round(analyze_s, 3),
+            "analyze_runs_per_s": round(args.runs / analyze_s, 1), "repeats": args.repeats})
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

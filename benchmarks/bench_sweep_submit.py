@@ -4,7 +4,7 @@ Needs a running Slurm cluster (e.g. ``bash slurm/local-cluster.sh up`` and
 ``eval "$(bash slurm/local-cluster.sh env)"``). The jobs are submitted held
 (``sbatch --hold``) and cancelled at the end, so nothing trains.
 
-    python benchmarks/bench_sweep_submit.py [--runs-per-shape 50] [--max-array-size 1000]
+    .venv/bin/python -m benchmarks.bench_sweep_submit [--runs-per-shape 50] [--max-array-size 1000]
 
 Prints expansion time (building and validating 100 configs), submission time
 (pickling + sbatch), sbatch calls, and the time of one `harness status` query.
@@ -20,9 +20,10 @@ from pathlib import Path
 
 import yaml
 
-from harness.launcher.sweep_ops import cancel, launch_sweep
+from benchmarks.protocol import emit
 from harness.launcher.profiles import PROFILE_DIR
 from harness.launcher.status import summary_line, sweep_status
+from harness.launcher.sweep_ops import cancel, launch_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,10 @@ def main() -> None:
     rows, source = sweep_status(sweep_dir)
     status_s = time.perf_counter() - start
     cancel(sweep_dir, out=io.StringIO())
-    result = {
+    emit("p5_sweep_submit", {
+        "metric": "harness sweep command wall time for the runs, and sbatch calls",
+        "goal": "<= 5 s, one sbatch per resource shape",
+        "met": total_s <= 5.0 and manifest["sbatch_calls"] == len(manifest["arrays"]),
         "runs": len(manifest["runs"]),
         "sbatch_calls": manifest["sbatch_calls"],
         "arrays": [len(a["runs"]) for a in manifest["arrays"]],
@@ -77,9 +81,7 @@ def main() -> None:
         "status_query_s": round(status_s, 2),
         "status_source": source,
         "status_summary": summary_line(rows),
-        "sweep_dir": str(sweep_dir),
-    }
-    print(json.dumps(result, indent=2))
+    })
 
 
 if __name__ == "__main__":
