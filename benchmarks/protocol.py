@@ -83,7 +83,10 @@ def machine() -> dict[str, Any]:
 def emit(name: str, result: dict[str, Any]) -> dict[str, Any]:
     """Print ``result`` as one JSON line and write it to ``benchmarks/results/<name>.json``,
     with the command line, the time and the machine."""
-    record = {"benchmark": name, **result, "command": " ".join([Path(sys.executable).name] + sys.argv),
+    script = Path(sys.argv[0])
+    # ``python -m benchmarks.x`` shows as the module, the way the Makefile runs it.
+    argv0 = ["-m", f"benchmarks.{script.stem}"] if script.parent == RESULTS_DIR.parent else [sys.argv[0]]
+    record = {"benchmark": name, **result, "command": " ".join([".venv/bin/python", *argv0, *sys.argv[1:]]),
               "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
