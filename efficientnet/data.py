@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, default_collate
 
 from efficientnet.defaults import CLASS_NAMES, FORMATS, NUM_CLASSES
 from efficientnet.transforms import FERAugment, augment_batch, keyed_noise, keyed_uniforms, resize
+from harness.errors import UserError
 
 IMAGE_SIDE = 48
 NUM_PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -44,7 +45,7 @@ FOLDER_SPLITS: dict[str, str] = {
 _CLASS_BY_LOWER_NAME = {name.lower(): index for index, name in enumerate(CLASS_NAMES)}
 
 
-class FERDataError(ValueError):
+class FERDataError(UserError, ValueError):
     """Bad FER data; the message names the file (and row) or directory."""
 
 

@@ -190,3 +190,15 @@ def test_help_texts_describe_cancel_and_data_summary() -> None:
                          (("data", "summary", "--help"), "each split's size")):
         proc = harness(*args)
         assert proc.returncode == 0 and needle in " ".join(proc.stdout.split()), proc.stdout
+
+
+def test_bad_data_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "fer.csv"
+    path.write_text("emotion,pixels,Usage\n3,1 2\n")
+    out = str(tmp_path / "out")
+    code, err = harness_here(capsys, "train", "--config", str(FER_SYNTH), "--output-dir", out,
+                             "DATASET.ROOT", str(path), "DATASET.FORMAT", "csv", "MODEL.NAME", "tiny_cnn")
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (f"harness: error: {path}: row 0 (line 2) is truncated: it has 2 "
+                                            "of the 3 fields (emotion, pixels, Usage)")
+    assert "Traceback" not in err
