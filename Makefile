@@ -17,7 +17,7 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-## demo: synthetic FER -> a local sweep (single + DDP with 2 gloo processes) -> report with plots
+## demo: synthetic FER -> a local sweep (DP + DDP with 1-3 gloo processes, tiny CNN) -> report with plots
 demo: venv
 	test -f data/synth_fer/fer2013.csv || $(HARNESS) data synth-fer data/synth_fer --n 1200 --format csv --seed 0
 	$(HARNESS) sweep configs/sweeps/fer_demo.yaml --backend local --root $(DEMO_DIR) --wait
