@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 from typing import Any
 
@@ -199,11 +200,21 @@ class COCOKeypoints(Dataset):
             if det.get("category_id") != 1 or det["score"] < threshold:
                 continue
             image_id = int(det["image_id"])
-            self._image_path(image_id)
+            if not os.path.isfile(self._image_path(image_id)):  # a stat when built, not a decode mid-epoch
+                message = f"{bbox_file}: detection for image id {image_id}: image file not found: " \
+                          f"{self._image_path(image_id)}"
+                if self.cfg.DATA.get("ON_BAD_SAMPLE", "error") != "skip":
+                    raise PoseDataError(message + " (DATA.ON_BAD_SAMPLE skip drops such detections)")
+                self.skipped["missing_image"] = self.skipped.get("missing_image", 0) + 1
+                continue
             center, scale = box_to_center_scale(det["bbox"], self.aspect_ratio)
             records.append({"image_id": image_id, "center": center, "scale": scale,
                             "score": float(det["score"]), "joints": np.zeros((self.num_joints, 2)),
                             "vis": np.ones(self.num_joints)})
+        if self.skipped.get("missing_image"):
+            logging.getLogger("harness").warning(
+                "DATA.ON_BAD_SAMPLE skip: %d detection(s) dropped from %s (missing_image %d)",
+                self.skipped["missing_image"], bbox_file, self.skipped["missing_image"])
         return records
 
     def _pack(self, records: list[dict[str, Any]]) -> None:

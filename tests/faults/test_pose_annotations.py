@@ -121,3 +121,26 @@ def test_run_json_and_data_summary_count_the_skipped(pose_root: Path, tmp_path: 
     identity = json.loads((run_dir / "run.json").read_text())
     assert identity["skipped_samples"] == {"train": {"bad_keypoints": 1}}
     assert "DATA.ON_BAD_SAMPLE skip: 1 bad annotation(s) dropped" in (run_dir / "train.log").read_text()
+
+
+def test_detection_for_a_missing_image_is_named_when_built(pose_root: Path, tmp_path: Path) -> None:
+    from hrnet.synth import DETECTIONS_FILE
+
+    root = tmp_path / "root"
+    shutil.copytree(pose_root, root)
+    bbox_file = root / DETECTIONS_FILE.format("val")
+    detection = json.loads(bbox_file.read_text())[0]
+    data = json.loads((root / "annotations" / "person_keypoints_val.json").read_text())
+    image = next(i for i in data["images"] if i["id"] == detection["image_id"])
+    missing = root / "images" / "val" / image["file_name"]
+    missing.unlink()
+    opts = ["DATASET.ROOT", str(root), "TEST.USE_GT_BBOX", "false", "TEST.COCO_BBOX_FILE", str(bbox_file),
+            "TEST.IMAGE_THRE", "0.0"]
+    with pytest.raises(PoseDataError, match=rf"^{bbox_file}: detection for image id {image['id']}: image "
+                                            rf"file not found: {missing}"):
+        COCOKeypoints(load_config(TINY, opts), "val", is_train=False)
+    dataset = COCOKeypoints(load_config(TINY, [*opts, "DATA.ON_BAD_SAMPLE", "skip"]), "val", is_train=False)
+    dropped = sum(1 for d in json.loads(bbox_file.read_text())
+                  if d["image_id"] == image["id"] and d.get("category_id") == 1)
+    assert dataset.skipped == {"missing_image": dropped} and len(dataset) > 0
+    assert image["id"] not in set(dataset.image_ids.tolist())
