@@ -24,6 +24,8 @@ def _guard(handler: Any) -> Any:
         try:
             return handler(args)
         except _errors() as e:
+            if getattr(args, "debug", False):  # `harness --debug`: the traceback instead
+                raise
             print(f"harness {args.command}: error: {e}", file=sys.stderr)
             return 2
     return run

@@ -202,3 +202,14 @@ def test_bad_data_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert err.strip().splitlines()[-1] == (f"harness: error: {path}: row 0 (line 2) is truncated: it has 2 "
                                             "of the 3 fields (emotion, pixels, Usage)")
     assert "Traceback" not in err
+
+
+def test_launcher_errors_are_one_line_and_debug_raises(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from harness.launcher.manifest import ManifestError
+
+    code, err = harness_here(capsys, "status", str(tmp_path))
+    assert code == 2
+    assert err.strip() == (f"harness status: error: {tmp_path}/manifest.json not found: {tmp_path} is not a "
+                           "sweep directory (make one with `harness sweep SPEC`)")
+    with pytest.raises(ManifestError):
+        harness_here(capsys, "--debug", "status", str(tmp_path))
