@@ -58,7 +58,7 @@ def harness_run(fer_root: str, out: Path, name: str, *opts: str) -> Path:
 
     cfg = load_config("configs/fer/effnet_b0_synthetic.yaml", [
         "DATASET.ROOT", fer_root, "OUTPUT_DIR", str(out), "RUN_NAME", name, "TRAIN.EPOCHS", "1",
-        "TRAIN.MAX_STEPS_PER_EPOCH", "30", "EVAL.EVERY_EPOCHS", "0", "LOG.EVERY_N_STEPS", "5",
+        "TRAIN.MAX_STEPS_PER_EPOCH", "60", "EVAL.EVERY_EPOCHS", "0", "LOG.EVERY_N_STEPS", "10",
         "LOG.WARMUP_STEPS", "10", "LOG.PROGRESS", "False", "LOG.WANDB.MODE", "disabled", *opts])
     assert launch(cfg) == "completed"
     return out / name

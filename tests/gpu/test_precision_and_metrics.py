@@ -16,6 +16,14 @@ pytestmark = pytest.mark.gpu
 
 
 @pytest.fixture(scope="module")
+def fer_csv_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Enough synthetic FER for 60 steps of 32 (the suite's shared set has 22)."""
+    from efficientnet.synth import write_synthetic_fer
+
+    return write_synthetic_fer(str(tmp_path_factory.mktemp("fer_gpu")), n=2600, fmt="csv", seed=0)
+
+
+@pytest.fixture(scope="module")
 def fp32_run(fer_csv_root: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return harness_run(fer_csv_root, tmp_path_factory.mktemp("gpu_runs"), "fp32")
 
