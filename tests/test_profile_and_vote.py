@@ -35,6 +35,7 @@ def profiled_ddp(fer_csv_root: str, tmp_path_factory: pytest.TempPathFactory) ->
     return out / "prof"
 
 
+@pytest.mark.slow  # a profiled ddp(2) run: ~40 s on 2 idle cores
 def test_profiled_ddp_has_a_trace_per_rank_and_a_summary(profiled_ddp: Path) -> None:
     profile = profiled_ddp / "profile"
     traces = sorted(p.name for p in profile.glob("trace-rank*.json"))
@@ -51,6 +52,7 @@ def test_profiled_ddp_has_a_trace_per_rank_and_a_summary(profiled_ddp: Path) -> 
     assert "## Holistic Trace Analysis" in summary
 
 
+@pytest.mark.slow  # a profiled ddp(2) run: ~40 s on 2 idle cores
 def test_ddp_records_carry_the_measured_communication(profiled_ddp: Path) -> None:
     train = records(profiled_ddp, "train")
     assert len(train) == 4
