@@ -30,6 +30,8 @@ OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 DDP_BUCKET_BYTES = 25 * 1024 * 1024
 #: Relative residual beyond which the fit's loss grows linearly rather than quadratically.
 ROBUST_SCALE = 0.1
+#: A size whose relative error exceeds this many times the median one is left out of the refit.
+CLIP_FACTOR = 4.0
 
 
 class CommbenchError(ValueError):
@@ -52,6 +54,33 @@ def bus_factor(op: str, world_size: int) -> float:
 
 
 def fit_alpha_beta(sizes: Sequence[float], times_s: Sequence[float], factor: float) -> dict[str, Any]:
+    """:func:`fit_once`, then again without the sizes far off its line (relative error above
+    ``CLIP_FACTOR`` x the median one, and above 5%), until none is dropped; at least two
+    distinct sizes stay. Relative residuals give the fastest messages the most weight, so
+    a burst-fast small message would otherwise pull the bandwidth up. ``n_dropped`` and
+    ``dropped_bytes`` say which sizes were left out."""
+    import numpy as np
+
+    size = np.asarray(sizes, dtype=float)
+    t = np.asarray(times_s, dtype=float)
+    keep = np.isfinite(size) & np.isfinite(t) & (t > 0)
+    for _ in range(len(size)):
+        fit = fit_once(size[keep], t[keep], factor)
+        if not fit["bandwidth_identified"]:
+            break
+        predicted = fit["alpha_s"] + factor * size / fit["beta_bytes_per_s"]
+        relative = np.abs(predicted - t) / np.where(t > 0, t, np.inf)
+        limit = max(CLIP_FACTOR * float(np.median(relative[keep])), 0.05)
+        off = keep & (relative > limit)
+        if not off.any() or len(np.unique(size[keep & ~off])) < 2:
+            break
+        keep &= ~off
+    fit = fit_once(size[keep], t[keep], factor)
+    dropped = sorted(int(v) for v in size[~keep & np.isfinite(size)])
+    return {**fit, "n_dropped": len(dropped), "dropped_bytes": dropped}
+
+
+def fit_once(sizes: Sequence[float], times_s: Sequence[float], factor: float) -> dict[str, Any]:
     """Least squares of ``t = alpha + factor * size / beta`` (alpha, 1/beta >= 0).
 
     ``beta`` is then a bus bandwidth in bytes/s. Residuals are relative (weights
@@ -135,7 +164,21 @@ def read_commbench(path: str | os.PathLike) -> dict[str, Any]:
         if key not in data:
             raise CommbenchError(f"{path}: missing key '{key}'")
     data["path"] = str(path)
+    refit(data)
     return data
+
+
+def refit(data: dict[str, Any]) -> None:
+    """Fits from the file's raw measurements with this version's fit (files written by an
+    older version are analysed alike); the recorded fits are kept as ``fits_recorded``."""
+    rows = data.get("results") or []
+    if not rows:
+        return
+    data["fits_recorded"] = data["fits"]
+    data["fits"] = {op: fit_alpha_beta([r["bytes"] for r in rows if r["op"] == op],
+                                       [r["time_s"] for r in rows if r["op"] == op],
+                                       bus_factor(op, int(data["world_size"])))
+                    for op in dict.fromkeys(r["op"] for r in rows)}
 
 
 def load_commbench(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:

@@ -203,27 +203,41 @@ def measure_compute(opts: StudyOptions, profile: Path, data_root: Path, tag: str
     Both local "nodes" share this host's cores, so two such runs go at once (one
     Slurm array, two seeds): each sees the core sharing a rank of the 2-node run
     sees, which a lone run would not. The step time is the mean of their medians."""
-    sweep = _run_sweep(opts.work, profile, f"compute-{tag}", {"gpus": [1], "nodes": [1]},
-                       _train_overrides(opts, data_root), opts.timeout_s, seeds=(0, 1))
+    _run_sweep(opts.work, profile, f"compute-{tag}", {"gpus": [1], "nodes": [1]},
+               _train_overrides(opts, data_root), opts.timeout_s, seeds=(0, 1))
+    return compute_of(opts.work / "sweeps" / f"compute-{tag}")
+
+
+def compute_of(sweep: Path) -> tuple[float, float]:
+    """(step time, gradient bytes) of a finished compute sweep (two concurrent runs)."""
     runs = _runs(sweep, expected=2)
     params = json.loads((runs[0] / "run.json").read_text())["num_params"]
     return statistics.mean(steady_medians(r)["time/step_s"] for r in runs), 4.0 * params
 
 
 def measure_rate(opts: StudyOptions, profile: Path, data_root: Path, rate: str) -> RatePoint:
+    tag = rate.replace(".", "p")
+    # Measured next to the DDP run: the host's load from other work drifts over minutes.
+    measure_compute(opts, profile, data_root, tag)
+    args = ["--min-bytes", opts.min_bytes, "--max-bytes", opts.max_bytes, "--iters", str(opts.iters),
+            "--warmup", "1", "--ops", opts.ops, "--label", f"tbf {rate}"]
+    with shaped_link(rate, opts.state_dir):
+        _run_sweep(opts.work, profile, f"commbench-{tag}", {"gpus": [2], "nodes": [2]},
+                   {"JOB.KIND": "commbench", "JOB.ARGS": args}, opts.timeout_s)
+        _run_sweep(opts.work, profile, f"ddp-{tag}", {"gpus": [2], "nodes": [2]},
+                   _train_overrides(opts, data_root), opts.timeout_s)
+    return evaluate_rate(opts.work, rate)
+
+
+def evaluate_rate(work: Path, rate: str) -> RatePoint:
+    """The comparison at ``rate`` from the finished sweeps under ``work/sweeps``."""
     from analysis.commbench_data import read_commbench
     from analysis.commmodel import predict_ddp_step
 
     tag = rate.replace(".", "p")
-    # Measured next to the DDP run: the host's load from other work drifts over minutes.
-    compute_s, grad_bytes = measure_compute(opts, profile, data_root, tag)
-    args = ["--min-bytes", opts.min_bytes, "--max-bytes", opts.max_bytes, "--iters", str(opts.iters),
-            "--warmup", "1", "--ops", opts.ops, "--label", f"tbf {rate}"]
-    with shaped_link(rate, opts.state_dir):
-        bench = _run_sweep(opts.work, profile, f"commbench-{tag}", {"gpus": [2], "nodes": [2]},
-                           {"JOB.KIND": "commbench", "JOB.ARGS": args}, opts.timeout_s)
-        ddp = _run_sweep(opts.work, profile, f"ddp-{tag}", {"gpus": [2], "nodes": [2]},
-                         _train_overrides(opts, data_root), opts.timeout_s)
+    sweeps = work / "sweeps"
+    compute_s, grad_bytes = compute_of(sweeps / f"compute-{tag}")
+    bench, ddp = sweeps / f"commbench-{tag}", sweeps / f"ddp-{tag}"
     result = read_commbench(_only_run(bench) / "commbench.json")
     if result["nodes"] != 2:
         raise RuntimeError(f"commbench at {rate} ran on {result['hosts']}, not on two nodes")
@@ -253,11 +267,16 @@ def run_study(opts: StudyOptions) -> list[RatePoint]:
     data_root = _ensure_data(opts.work, opts)
     _cluster_script("unshape", state_dir=opts.state_dir)  # compute is measured without a shaped link
     points = [measure_rate(opts, profile, data_root, rate) for rate in opts.rates]
+    write_study_json(opts, points)
+    return points
+
+
+def write_study_json(opts: StudyOptions, points: Sequence[RatePoint],
+                     finished_at: float | None = None) -> None:
     (opts.work / "study.json").write_text(json.dumps({"options": {**asdict(opts), "work": str(opts.work),
                                                                   "state_dir": str(opts.state_dir or "")},
-                                                      "finished_at": time.time(),
+                                                      "finished_at": finished_at or time.time(),
                                                       "points": [asdict(p) for p in points]}, indent=2))
-    return points
 
 
 def load_study(path: Path) -> tuple[list[RatePoint], StudyOptions, float]:
@@ -354,7 +373,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/commbench.md")
     parser.add_argument("--render", type=Path, metavar="STUDY_JSON",
                         help="only rewrite docs/commbench.md from a study.json written earlier")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="run nothing: re-evaluate the finished sweeps under --work (e.g. after a "
+                             "change to the fit) into its study.json")
     args = parser.parse_args(argv)
+    if args.evaluate:
+        _, opts, finished_at = load_study(args.work / "study.json")
+        opts.work = args.work.resolve()
+        points = [evaluate_rate(opts.work, rate) for rate in opts.rates]
+        write_study_json(opts, points, finished_at)
+        print(study_table(points))
+        return 0 if all(p.passed for p in points) else 1
     if args.render:
         points, opts, measured_at = load_study(args.render)
         write_doc(points, opts, measured_at)
