@@ -107,6 +107,7 @@ def data_wait_vs_workers(runset: RunSet, out: Path) -> Path:
         ax.plot(group["workers"], group["window"], "o-", label=f"{strategy}: median of steady windows")
         ax.plot(group["workers"], group["epoch"], "x:", label=f"{strategy}: whole epoch")
     ax.set(xlabel="DATA.NUM_WORKERS", ylabel="data wait / step time", title="data-loading share vs workers")
+    ax.set_xticks(sorted(table["workers"].unique()))
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     return _save(fig, out)
