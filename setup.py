@@ -25,6 +25,11 @@ setup(
         "opencv-python-headless>=4.8,<6",
         "tqdm",
         "psutil",
+        # harness bench-model: ONNX export and ONNX Runtime / OpenVINO timing (none pulls torch).
+        "onnx==1.23.2",
+        "onnxscript==0.7.2",
+        "onnxruntime==1.31.1",
+        "openvino==2026.4.1",
     ],
     extras_require={"dev": ["pytest", "ruff==0.17.6", "mypy==2.4.1", "pre-commit"],
                     # Holistic Trace Analysis for profile/summary.md (optional; pulls jupyterlab, not torch).

@@ -68,6 +68,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="commbench.json (or a directory searched for them) from `harness commbench`: "
                              "the model then predicts the measured topologies from their alpha-beta; "
                              "those inside the SWEEP_DIRs are read anyway (repeatable)")
+    parser.add_argument("--models", action="store_true",
+                        help="write the models table instead (analysis/models.py, docs/models.md): best "
+                             "validation metrics per MODEL.NAME joined with bench_model.json figures")
+    parser.add_argument("--bench", action="append", default=[], metavar="DIR",
+                        help="with --models: more directories searched for bench_model.json (repeatable)")
     parser.set_defaults(func=run_analyze)
     return parser
 
@@ -81,6 +86,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
+    if args.models:
+        from analysis.models import run_models
+        return run_models(args)
     from analysis.report import build_report
 
     if not args.sweep_dirs and not args.wandb:

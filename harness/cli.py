@@ -65,10 +65,11 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     # Every add_cli module is light: heavy imports (torch, pandas) happen inside the command run.
     from analysis.cli import add_cli as add_analysis
-    from harness.commbench import add_cli as add_commbench
     from harness.benchmodel.cli import add_cli as add_bench_model
+    from harness.commbench import add_cli as add_commbench
     from harness.evaluate import add_cli as add_eval
     from harness.launcher.cli import add_cli as add_launcher
+    from harness.predict import add_cli as add_predict
     from harness.profiling import add_cli as add_profile
     from harness.tasks import WORKLOADS, get_workload
 
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commbench(sub)
     add_eval(sub)
     add_bench_model(sub)
+    add_predict(sub)
     add_profile(sub)
     add_analysis(sub)
     return parser

@@ -55,9 +55,13 @@ def run_bench(args: argparse.Namespace, cfg: Any = None) -> tuple[list[dict[str,
                              device=device, threads=torch.get_num_threads(),
                              train_step=not args.no_train_step)
     entries = [entry_from_config(cfg)] if cfg is not None else resolve_models(args.models)
+    if not entries:
+        raise ValueError("--models names no model")
     sizes = _sizes(args.sizes) if args.sizes else None
     machine = hardware()
     rows: list[dict[str, Any]] = []
+    out = Path(args.out)
+    command = "harness bench-model " + " ".join(shlex.quote(a) for a in (args.argv or sys.argv[2:]))
     for entry in entries:
         for size in sizes or entry.sizes:
             start = time.perf_counter()
@@ -67,9 +71,7 @@ def run_bench(args: argparse.Namespace, cfg: Any = None) -> tuple[list[dict[str,
                   + ", ".join(f"{r['runtime']} {r.get('latency_ms_median', float('nan')):.2f} ms "
                               f"({r.get('status')})" for r in new)
                   + f" [{time.perf_counter() - start:.0f} s]", flush=True)
-    out = Path(args.out)
-    command = "harness bench-model " + " ".join(shlex.quote(a) for a in (args.argv or sys.argv[2:]))
-    paths = write_outputs(rows, out, command)
+            paths = write_outputs(rows, out, command)  # after each model: a killed run keeps its rows
     log_wandb(rows, paths, args.wandb, args.wandb_project, out, args.name or out.name)
     return rows, paths
 
