@@ -7,6 +7,12 @@ and no random number is drawn, so counting never perturbs the run. The counter
 knows the matrix products and convolutions (mm, addmm, bmm, convolution and its
 backward, attention); element-wise work (activations, norms, the optimizer) is
 not counted, as in the usual MFU convention (PaLM, torchtitan).
+
+One correction: torch's formula for ``convolution_backward`` counts the weight gradient
+of a grouped convolution ``groups`` times over (it takes all input channels per output
+channel), which inflates depthwise convolutions (EfficientNet) by up to ~100x. The
+counter is given the same formula with that term divided by ``groups``
+(:func:`_conv_backward_flop`); for ``groups == 1`` both agree exactly.
 """
 
 from __future__ import annotations
@@ -59,6 +65,45 @@ def compute_precision(amp: str, device: torch.device) -> str:
     return "fp32"
 
 
+def _conv_backward_flop(
+    grad_out_shape: list[int],
+    x_shape: list[int],
+    w_shape: list[int],
+    _bias: Any,
+    _stride: Any,
+    _padding: Any,
+    _dilation: Any,
+    transposed: bool,
+    _output_padding: Any,
+    groups: int,
+    output_mask: list[bool],
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
+    """torch.utils.flop_counter.conv_backward_flop with the weight-gradient term divided by ``groups``."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    def t(shape: Any) -> list[int]:
+        return [shape[1], shape[0], *shape[2:]]
+
+    flops = 0
+    if output_mask[0]:  # grad_input: a (transposed) convolution of grad_out with the weight
+        flops += conv_flop_count(grad_out_shape, w_shape, out_shape[0], not transposed)
+    if output_mask[1]:  # grad_weight: a convolution of input and grad_out, per group
+        a, b = (grad_out_shape, x_shape) if transposed else (x_shape, grad_out_shape)
+        flops += conv_flop_count(t(a), t(b), t(out_shape[1]), transposed=False) // max(1, groups)
+    return flops
+
+
+def flop_counter() -> Any:
+    """A ``FlopCounterMode`` (no display) with the grouped-convolution backward correction."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(
+        display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop}
+    )
+
+
 def _to_meta(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.to("meta")
@@ -74,12 +119,10 @@ def count_training_flops(
 ) -> int:
     """FLOPs of one forward + backward of ``loss_fn(model, batch)``, counted on meta copies
     of ``model`` and ``batch`` (the originals are not touched)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     meta_model = copy.deepcopy(model).to("meta")
     meta_model.train()
     meta_batch = _to_meta(batch)
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with torch.random.fork_rng(devices=[]), counter:
         loss = loss_fn(meta_model, meta_batch)
         loss.backward()

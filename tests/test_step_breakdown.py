@@ -148,3 +148,26 @@ def test_peak_table_matches_device_names(name: str, precision: str, peak: float 
 def test_compute_precision_on_cpu() -> None:
     assert compute_precision("bf16", torch.device("cpu")) == "bf16"
     assert compute_precision("none", torch.device("cpu")) == "fp32"
+
+
+@pytest.mark.parametrize("groups", [1, 4, 16])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_grouped_convolution_backward_counts_twice_the_forward(groups: int, transposed: bool) -> None:
+    """grad_input and grad_weight each cost one forward; torch's own formula counts the weight
+    gradient of a grouped convolution ``groups`` times (the reason for harness.flops' correction)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from harness.flops import flop_counter
+
+    conv = (torch.nn.ConvTranspose2d if transposed else torch.nn.Conv2d)(16, 32, 3, groups=groups)
+    x = torch.randn(2, 16, 10, 10, requires_grad=True)
+    forward = FlopCounterMode(display=False)
+    with forward:
+        conv(x)
+    corrected, plain = flop_counter(), FlopCounterMode(display=False)
+    with corrected:
+        conv(x).sum().backward()
+    with plain:
+        conv(x).sum().backward()
+    assert corrected.get_total_flops() == 3 * forward.get_total_flops()
+    assert plain.get_total_flops() == (1 + 1 + groups) * forward.get_total_flops()
