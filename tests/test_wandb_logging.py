@@ -3,7 +3,6 @@ cannot be reached costs a warning, never the run."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 
@@ -39,8 +38,9 @@ def test_unreachable_wandb_warns_and_training_completes(fer_csv_root: str, tmp_p
     assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
 
 
-def test_offline_run_holds_the_metrics(fer_csv_root: str, tmp_path: Path) -> None:
-    os.environ["WANDB_MODE"] = "offline"
+def test_offline_run_holds_the_metrics(fer_csv_root: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="offline", TRAIN__EPOCHS=1,
                                            SWEEP="demo-sweep", LOG__WANDB__TAGS="['a', 'b']"))
     assert launch(cfg) == "completed"
