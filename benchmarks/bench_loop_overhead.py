@@ -21,23 +21,24 @@ from benchmarks.fer_runs import CONFIG, overrides, raw_loop_steps_per_s, steady,
 from benchmarks.protocol import alternate, emit
 
 
-def compare(data: str, tmp: str, workers: int, steps: int, batch: int, repeats: int) -> dict:
+def compare(data: str, tmp: str, workers: int, steps: int, batch: int, repeats: int, model: str) -> dict:
     from harness.config import load_config
     from harness.spawn import launch
 
     threads = torch.get_num_threads()
+    extra = ["MODEL.NAME", model]
     count = 0
 
     def harness() -> float:
         nonlocal count
         count += 1
         name = f"w{workers}-{count}"
-        launch(load_config(CONFIG, overrides(data, f"{tmp}/runs", name, 1, steps, batch, workers)))
+        launch(load_config(CONFIG, overrides(data, f"{tmp}/runs", name, 1, steps, batch, workers, extra)))
         torch.set_num_threads(threads)  # the run sets its own; give the loop the same
         return 1.0 / statistics.median(r["time/step_s"] for r in steady(Path(tmp) / "runs" / name))
 
     def loop() -> float:
-        opts = overrides(data, f"{tmp}/runs", "raw", 1, steps, batch, workers)
+        opts = overrides(data, f"{tmp}/runs", "raw", 1, steps, batch, workers, extra)
         return raw_loop_steps_per_s(opts, warmup=5)  # = LOG.WARMUP_STEPS of the harness runs
 
     return {"threads": threads, **alternate(harness, loop, repeats=repeats)}
@@ -49,15 +50,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="DATA.NUM_WORKERS values")
     parser.add_argument("--repeats", type=int, default=5, help="alternating timed rounds")
+    parser.add_argument("--model", default="efficientnet_b0", help="MODEL.NAME (tiny_cnn for a smoke run)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = write_data(f"{tmp}/fer", int(args.batch * (args.steps + 1) / 0.8) + 100)
         for workers in args.workers:
-            result = compare(data, tmp, workers, args.steps, args.batch, args.repeats)
+            result = compare(data, tmp, workers, args.steps, args.batch, args.repeats, args.model)
             emit(f"p1_loop_overhead_w{workers}", {
                 "metric": "steady train steps/s, harness / minimal loop", "goal": ">= 0.98",
                 "met": result["ratio_median"] >= 0.98, "workers": workers, "batch": args.batch,
-                "steps": args.steps, **result})
+                "model": args.model, "steps": args.steps, **result})
 
 
 if __name__ == "__main__":
