@@ -226,6 +226,8 @@ def measure_rate(opts: StudyOptions, profile: Path, data_root: Path, rate: str) 
                    {"JOB.KIND": "commbench", "JOB.ARGS": args}, opts.timeout_s)
         _run_sweep(opts.work, profile, f"ddp-{tag}", {"gpus": [2], "nodes": [2]},
                    _train_overrides(opts, data_root), opts.timeout_s)
+    # Compute again after the DDP run: the mean of both brackets the DDP run in time.
+    measure_compute(opts, profile, data_root, f"{tag}-after")
     return evaluate_rate(opts.work, rate)
 
 
@@ -236,7 +238,9 @@ def evaluate_rate(work: Path, rate: str) -> RatePoint:
 
     tag = rate.replace(".", "p")
     sweeps = work / "sweeps"
-    compute_s, grad_bytes = compute_of(sweeps / f"compute-{tag}")
+    brackets = [compute_of(p) for p in (sweeps / f"compute-{tag}", sweeps / f"compute-{tag}-after")
+                if p.is_dir()]
+    compute_s, grad_bytes = statistics.mean(c for c, _ in brackets), brackets[0][1]
     bench, ddp = sweeps / f"commbench-{tag}", sweeps / f"ddp-{tag}"
     result = read_commbench(_only_run(bench) / "commbench.json")
     if result["nodes"] != 2:
