@@ -54,6 +54,13 @@ def _final_epoch_value(runset: RunSet, run_id: str, kind: str, column: str) -> f
     return float(frame[column].iloc[-1]) if len(frame) else float("nan")
 
 
+def _integer_ticks(*axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _save(fig, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -84,6 +91,7 @@ def optimizer_convergence(runset: RunSet, out: Path) -> Path:
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (train solid, val dashed)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (train solid, val dashed)")
     ax_acc.legend(fontsize=8)
+    _integer_ticks(ax_loss, ax_acc)
     return _save(fig, out)
 
 
@@ -152,8 +160,8 @@ def epoch_time_vs_gpus(runset: RunSet, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for batch, group in table.groupby("batch"):
         group = group.sort_values("gpus")
-        line, = ax.plot(group["gpus"], group["epoch_s"], "o-",
-                        label=f"{batch} per GPU ({'/'.join(sorted(set(group['strategy'])))})")
+        strategies = ", ".join(f"{g}: {st}" for g, st in zip(group["gpus"], group["strategy"], strict=True))
+        line, = ax.plot(group["gpus"], group["epoch_s"], "o-", label=f"{batch} per GPU ({strategies})")
         base = group.iloc[0]
         ax.plot(group["gpus"], base["epoch_s"] * base["gpus"] / group["gpus"], ":", color=line.get_color())
     ax.set(xlabel="GPUs", ylabel="time per epoch (s)", title="epoch time vs GPUs (dotted: ideal)")
@@ -194,6 +202,7 @@ def ap_vs_epoch_and_time(runset: RunSet, out: Path, metric: str = "val/AP",
     ax_epoch.set(xlabel="epoch", ylabel=metric, title=f"{metric} vs epoch (dotted: target {goal:.3g})")
     ax_time.set(xlabel="training wall time (h)", ylabel=metric, title="vs wall time (star: target reached)")
     ax_epoch.legend(fontsize=8)
+    _integer_ticks(ax_epoch)
     return _save(fig, out)
 
 
