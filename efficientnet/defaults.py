@@ -19,7 +19,9 @@ SYNTH_FORMATS = ("csv", "folder", "torchvision")
 
 def add_fer_defaults(cfg: CN) -> None:
     cfg.MODEL = CN()
-    # efficientnet_b0..b7, efficientnet_v2_s, efficientnet_v2_m, or tiny_cnn (tests).
+    # A key of efficientnet.backbones.BACKBONES (efficientnet_b0..b7, efficientnet_v2_s/m, mobilenet_v2,
+    # mobilenet_v3_small/large, shufflenet_v2_x1_0, squeezenet1_1, mnasnet0_5, resnet18/50; docs/models.md)
+    # or tiny_cnn (tests).
     cfg.MODEL.NAME = "efficientnet_b0"
     cfg.MODEL.NUM_CLASSES = len(CLASS_NAMES)
     # 1: grayscale stem (no 3x copy of each image).
