@@ -69,9 +69,10 @@ def test_eval_amp_false_validates_in_fp32() -> None:
 def test_train_acc_subset_epochs_and_fp32_eval_in_a_real_run(fer_csv_root: str, tmp_path: Path) -> None:
     from harness.spawn import launch
 
-    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="keys", TRAIN__MAX_STEPS_PER_EPOCH=0,
-                                           DATASET__SUBSET=64, TRAIN__AMP="bf16", EVAL__AMP=False,
-                                           DATASET__VAL_FRACTION=0.05))
+    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="keys",
+                                           TRAIN__MAX_STEPS_PER_EPOCH=0, DATASET__SUBSET=64,
+                                           TRAIN__AMP="bf16",
+                                           EVAL__AMP=False, DATASET__VAL_FRACTION=0.05))
     assert launch(cfg) == "completed"
     run = tmp_path / "keys"
     train = records(run, "train")
