@@ -18,7 +18,7 @@ from efficientnet.metrics import roc_auc_ovr
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 POSE_FAST = ["MODEL.IMAGE_SIZE", "[64, 96]", "MODEL.HEATMAP_SIZE", "[16, 24]", "TRAIN.EPOCHS", "1",
-             "EVAL.VIS_SAMPLES", "3"]
+             "EVAL.VIS_SAMPLES", "3", "TRAIN.BATCH_SIZE_PER_GPU", "4", "EVAL.BATCH_SIZE_PER_GPU", "4"]
 
 
 def _harness(*args: str, cwd: Path) -> subprocess.CompletedProcess:
