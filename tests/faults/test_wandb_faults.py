@@ -35,7 +35,10 @@ def _descendants(root: int) -> list[tuple[int, str]]:
 
 
 @pytest.mark.slow
-def test_wandb_killed_mid_run_costs_nothing_but_a_warning(fer_csv_root: str, tmp_path: Path) -> None:
+def test_wandb_killed_mid_run_costs_nothing_but_a_warning(fer_csv_root: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("WANDB") and "SERVICE" in k]:
+        monkeypatch.delenv(name)  # an in-process W&B run of this session: the child must start its own core
     opts = fast_opts(fer_csv_root, tmp_path, RUN_NAME="wbkill", TRAIN__EPOCHS=12,
                      TRAIN__MAX_STEPS_PER_EPOCH=4,
                      EVAL__EVERY_EPOCHS=4, LOG__WANDB__MODE="offline", DATA__NUM_WORKERS=0)
