@@ -63,9 +63,10 @@ def test_bad_input_names_the_problem(fer_csv_root: str, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.csv"
     proc = harness_cli("train", "--config", FER_SYNTH, *fast_opts(str(missing), tmp_path, RUN_NAME="bad"),
                        check=False)
-    assert proc.returncode != 0 and "nowhere.csv" in proc.stderr
-    status = json.loads((tmp_path / "bad" / "status.json").read_text())
-    assert status["state"] == "failed" and "nowhere.csv" in status["error"]
+    # Found before the run starts: one line, no traceback, and no run directory left behind.
+    assert proc.returncode == 2 and "nowhere.csv" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_nan_loss_fails_with_the_step_and_keeps_the_checkpoint(fer_csv_root: str, tmp_path: Path) -> None:
