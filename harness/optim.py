@@ -23,7 +23,8 @@ def scaled_lr(cfg: CN) -> float:
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and normalisation parameters (1-d tensors)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)

@@ -34,7 +34,7 @@ def _handler(signum: int, frame: object) -> None:
 
 def install_signal_handlers(signals: Iterable[int] = (signal.SIGTERM, signal.SIGUSR2)) -> dict[int, object]:
     """Route ``signals`` to ``request_stop``; returns the previous handlers."""
-    previous = {}
+    previous: dict[int, object] = {}
     for sig in signals:
         try:
             previous[sig] = signal.signal(sig, _handler)

@@ -137,7 +137,7 @@ def _forward_signals(pids: list[int]) -> dict[int, Any]:
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGUSR2):
         previous[sig] = signal.signal(sig, forward)
     return previous

@@ -108,7 +108,7 @@ def _spec_changed(existing: dict[str, Any], plans: list[RunPlan], sweep_dir: Pat
     added = sorted(set(new) - set(old))
     removed = sorted(set(old) - set(new))
     changed = sorted(n for n in set(old) & set(new) if old[n]["config"] != new[n].config
-                     or old[n].get("shape") != (new[n].shape.to_dict() if new[n].shape else None))
+                     or old[n].get("shape") != (shape.to_dict() if (shape := new[n].shape) else None))
     details = "; ".join(f"{label}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
                         for label, names in (("added", added), ("removed", removed), ("changed", changed))
                         if names)
