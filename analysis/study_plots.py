@@ -192,9 +192,9 @@ def ap_vs_epoch_and_time(runset: RunSet, out: Path, metric: str = "val/AP",
         # Records carry the training wall time so far as "time" ("elapsed" in older run directories).
         clock = "time" if "time" in frame.columns else "elapsed"
         hours = frame[clock] / 3600.0
-        when = f"{reached[clock].iloc[0] / 60:.1f} min" if len(reached) else "not reached"
+        when = f"at {reached[clock].iloc[0] / 60:.1f} min" if len(reached) else "not reached"
         line, = ax_epoch.plot(frame["epoch"] + 1, frame[metric], "o-",
-                              label=f"global batch {global_batch} (target at {when})")
+                              label=f"global batch {global_batch} (target {when})")
         ax_time.plot(hours, frame[metric], "o-", color=line.get_color())
         if len(reached):
             ax_time.plot(reached[clock].iloc[0] / 3600.0, reached[metric].iloc[0], "*", ms=14,
