@@ -93,5 +93,7 @@ bench: venv
 
 ## gpu-check: tests/gpu on every visible GPU (dp, NCCL DDP, SyncBN, fp16/bf16, CUDA timers, MFU);
 ## a few minutes. Skips cleanly (module level) where there is no CUDA.
-gpu-check: venv
-	$(PY) -m pytest tests/gpu -q -rs -m gpu
+## On a GPU machine whose own python holds a CUDA torch: `make gpu-check PY=python3` (no venv made).
+gpu-check:
+	@if [ "$(PY)" = "$(VENV)/bin/python" ]; then $(MAKE) venv; fi
+	$(PY) -m pytest tests/gpu -q -rs -m gpu -p no:cacheprovider
