@@ -5,8 +5,18 @@ setup(
     version="0.1.0",
     description="Distributed-training research harness: DP vs DDP scaling sweeps on Slurm or local GPUs",
     python_requires=">=3.10",
-    packages=find_packages(include=["harness", "harness.*", "efficientnet", "efficientnet.*",
-                                    "hrnet", "hrnet.*", "analysis", "analysis.*"]),
+    packages=find_packages(
+        include=[
+            "harness",
+            "harness.*",
+            "efficientnet",
+            "efficientnet.*",
+            "hrnet",
+            "hrnet.*",
+            "analysis",
+            "analysis.*",
+        ]
+    ),
     install_requires=[
         # Exact pins: an open range pulls a different multi-GB CUDA build.
         "torch==2.14.1",
@@ -31,8 +41,10 @@ setup(
         "onnxruntime==1.31.1",
         "openvino==2026.4.1",
     ],
-    extras_require={"dev": ["pytest", "ruff==0.17.6", "mypy==2.4.1", "pre-commit"],
-                    # Holistic Trace Analysis for profile/summary.md (optional; pulls jupyterlab, not torch).
-                    "profile": ["holistictraceanalysis==0.5.0"]},
+    extras_require={
+        "dev": ["pytest", "ruff==0.17.6", "mypy==2.4.1", "pre-commit"],
+        # Holistic Trace Analysis for profile/summary.md (optional; pulls jupyterlab, not torch).
+        "profile": ["holistictraceanalysis==0.5.0"],
+    },
     entry_points={"console_scripts": ["harness=harness.cli:main"]},
 )

@@ -1,4 +1,5 @@
 """``python -m analysis``: the same as ``harness analyze``."""
+
 import sys
 
 from analysis.cli import main

@@ -11,6 +11,7 @@ world size x the per-rank chunk) taking ``t`` seconds has algorithm bandwidth
 every link carries per second under the optimal (ring) algorithm, comparable
 across world sizes and with the hardware's peak.
 """
+
 from __future__ import annotations
 
 import json
@@ -96,8 +97,14 @@ def fit_once(sizes: Sequence[float], times_s: Sequence[float], factor: float) ->
     t = np.asarray(times_s, dtype=float)
     keep = np.isfinite(size) & np.isfinite(t) & (t > 0)
     size, t = size[keep], t[keep]
-    out: dict[str, Any] = {"alpha_s": None, "beta_bytes_per_s": None, "bandwidth_identified": False,
-                           "rel_rms_error": None, "n_points": int(len(t)), "bytes_factor": float(factor)}
+    out: dict[str, Any] = {
+        "alpha_s": None,
+        "beta_bytes_per_s": None,
+        "bandwidth_identified": False,
+        "rel_rms_error": None,
+        "n_points": int(len(t)),
+        "bytes_factor": float(factor),
+    }
     if len(t) == 0:
         return out
     if factor <= 0 or len(np.unique(size)) < 2:
@@ -108,23 +115,33 @@ def fit_once(sizes: Sequence[float], times_s: Sequence[float], factor: float) ->
     x = factor * size
     # Unknowns in units the solver handles alike: alpha in ms, 1/beta in seconds per megabyte.
     start = [max(float(t.min()) * 1e3 / 2, 1e-9), max(float(np.median(t / x)) * 1e6, 1e-12)]
-    result = least_squares(lambda p: (p[0] / 1e3 + x / 1e6 * p[1] - t) / t, start,
-                           bounds=([0, 0], [np.inf, np.inf]), loss="soft_l1", f_scale=ROBUST_SCALE,
-                           x_scale="jac", ftol=1e-12, xtol=1e-12, gtol=1e-12)
+    result = least_squares(
+        lambda p: (p[0] / 1e3 + x / 1e6 * p[1] - t) / t,
+        start,
+        bounds=([0, 0], [np.inf, np.inf]),
+        loss="soft_l1",
+        f_scale=ROBUST_SCALE,
+        x_scale="jac",
+        ftol=1e-12,
+        xtol=1e-12,
+        gtol=1e-12,
+    )
     alpha, inv_beta = float(result.x[0]) / 1e3, float(result.x[1]) / 1e6
     alpha = alpha if alpha > 1e-9 else 0.0  # below a nanosecond is the solver's bound, not a latency
     predicted = alpha + x * inv_beta
     relative = np.abs(predicted - t) / t
-    out.update(alpha_s=float(alpha), rel_rms_error=float(np.sqrt(np.mean(relative**2))),
-               rel_median_error=float(np.median(relative)))
+    out.update(
+        alpha_s=float(alpha),
+        rel_rms_error=float(np.sqrt(np.mean(relative**2))),
+        rel_median_error=float(np.median(relative)),
+    )
     # A per-byte term under 1% of the largest message's time is no measured bandwidth.
     if x.max() * inv_beta > 0.01 * t.max():
         out.update(beta_bytes_per_s=float(1.0 / inv_beta), bandwidth_identified=True)
     return out
 
 
-def comm_time_s(fit: dict[str, Any], op: str, size_bytes: float, world_size: int,
-                messages: int = 1) -> float:
+def comm_time_s(fit: dict[str, Any], op: str, size_bytes: float, world_size: int, messages: int = 1) -> float:
     """Predicted time of ``messages`` collectives moving ``size_bytes`` in total.
     NaN when the fit's bandwidth is not identified."""
     beta = fit.get("beta_bytes_per_s")
@@ -158,8 +175,11 @@ def read_commbench(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as e:
         raise CommbenchError(f"{path}: cannot read a commbench result: {e}") from e
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise CommbenchError(f"{path}: key 'schema' must be {SCHEMA!r}, got {data.get('schema')!r}"
-                             if isinstance(data, dict) else f"{path}: not a JSON object")
+        raise CommbenchError(
+            f"{path}: key 'schema' must be {SCHEMA!r}, got {data.get('schema')!r}"
+            if isinstance(data, dict)
+            else f"{path}: not a JSON object"
+        )
     for key in ("world_size", "nodes", "gpus_per_node", "results", "fits"):
         if key not in data:
             raise CommbenchError(f"{path}: missing key '{key}'")
@@ -175,20 +195,37 @@ def refit(data: dict[str, Any]) -> None:
     if not rows:
         return
     data["fits_recorded"] = data["fits"]
-    data["fits"] = {op: fit_alpha_beta([r["bytes"] for r in rows if r["op"] == op],
-                                       [r["time_s"] for r in rows if r["op"] == op],
-                                       bus_factor(op, int(data["world_size"])))
-                    for op in dict.fromkeys(r["op"] for r in rows)}
+    data["fits"] = {
+        op: fit_alpha_beta(
+            [r["bytes"] for r in rows if r["op"] == op],
+            [r["time_s"] for r in rows if r["op"] == op],
+            bus_factor(op, int(data["world_size"])),
+        )
+        for op in dict.fromkeys(r["op"] for r in rows)
+    }
 
 
 def load_commbench(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     return [read_commbench(p) for p in find_commbench_files(paths)]
 
 
-FIT_COLUMNS = ["nodes", "gpus_per_node", "world_size", "backend", "device_type", "op", "alpha_s",
-               "beta_bytes_per_s", "busbw_gb_per_s", "bandwidth_identified", "rel_rms_error",
-               "rel_median_error", "n_points",
-               "label", "path"]
+FIT_COLUMNS = [
+    "nodes",
+    "gpus_per_node",
+    "world_size",
+    "backend",
+    "device_type",
+    "op",
+    "alpha_s",
+    "beta_bytes_per_s",
+    "busbw_gb_per_s",
+    "bandwidth_identified",
+    "rel_rms_error",
+    "rel_median_error",
+    "n_points",
+    "label",
+    "path",
+]
 
 
 def commbench_fit_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -199,23 +236,39 @@ def commbench_fit_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     for data in results:
         for op, fit in data["fits"].items():
             beta = fit.get("beta_bytes_per_s")
-            rows.append({"nodes": int(data["nodes"]), "gpus_per_node": int(data["gpus_per_node"]),
-                         "world_size": int(data["world_size"]), "backend": data.get("backend", ""),
-                         "device_type": data.get("device_type", ""), "op": op, "alpha_s": fit.get("alpha_s"),
-                         "beta_bytes_per_s": beta, "busbw_gb_per_s": beta / 1e9 if beta else None,
-                         "bandwidth_identified": bool(fit.get("bandwidth_identified")),
-                         "rel_rms_error": fit.get("rel_rms_error"),
-                         "rel_median_error": fit.get("rel_median_error"), "n_points": fit.get("n_points"),
-                         "label": data.get("label", ""), "path": data.get("path", "")})
+            rows.append(
+                {
+                    "nodes": int(data["nodes"]),
+                    "gpus_per_node": int(data["gpus_per_node"]),
+                    "world_size": int(data["world_size"]),
+                    "backend": data.get("backend", ""),
+                    "device_type": data.get("device_type", ""),
+                    "op": op,
+                    "alpha_s": fit.get("alpha_s"),
+                    "beta_bytes_per_s": beta,
+                    "busbw_gb_per_s": beta / 1e9 if beta else None,
+                    "bandwidth_identified": bool(fit.get("bandwidth_identified")),
+                    "rel_rms_error": fit.get("rel_rms_error"),
+                    "rel_median_error": fit.get("rel_median_error"),
+                    "n_points": fit.get("n_points"),
+                    "label": data.get("label", ""),
+                    "path": data.get("path", ""),
+                }
+            )
     return pd.DataFrame(rows, columns=FIT_COLUMNS)
 
 
-def fit_for_topology(results: Sequence[dict[str, Any]], nodes: int, gpus_per_node: int,
-                     op: str = "all_reduce") -> dict[str, Any] | None:
+def fit_for_topology(
+    results: Sequence[dict[str, Any]], nodes: int, gpus_per_node: int, op: str = "all_reduce"
+) -> dict[str, Any] | None:
     """The most recent identified fit of ``op`` measured at exactly this topology."""
-    matches = [d for d in results
-               if int(d["nodes"]) == int(nodes) and int(d["gpus_per_node"]) == int(gpus_per_node)
-               and (d["fits"].get(op) or {}).get("bandwidth_identified")]
+    matches = [
+        d
+        for d in results
+        if int(d["nodes"]) == int(nodes)
+        and int(d["gpus_per_node"]) == int(gpus_per_node)
+        and (d["fits"].get(op) or {}).get("bandwidth_identified")
+    ]
     if not matches:
         return None
     latest = max(matches, key=lambda d: d.get("created_at", 0))

@@ -11,6 +11,7 @@ measured counts. In strong scaling 2(N-1)/N·G/BW = 2G/BW − (2G/BW)/N has the
 same shape in N as T_0 + B·t_sample/N, so bandwidth and compute cannot be told
 apart there: only the latency and the predicted step times are identified.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,11 +23,35 @@ from scipy.optimize import lsq_linear
 
 GRAD_BYTES_PER_PARAM = 4
 
-MODEL_FIT_COLUMNS = ["workload", "strategy", "scaling", "batch_size_per_gpu", "global_batch", "param_count",
-                     "grad_bytes", "bandwidth_gbps", "bandwidth_bytes_per_s", "latency_s", "t_compute_s",
-                     "t_compute_per_sample_s", "loo_rel_error", "loo_max_rel_error", "n_points", "gpus",
-                     "nodes", "gpus_per_node", "measured_step_s", "predicted_step_s", "measured_efficiency",
-                     "predicted_efficiency", "kind", "source", "comm_s", "exposed_fraction", "note"]
+MODEL_FIT_COLUMNS = [
+    "workload",
+    "strategy",
+    "scaling",
+    "batch_size_per_gpu",
+    "global_batch",
+    "param_count",
+    "grad_bytes",
+    "bandwidth_gbps",
+    "bandwidth_bytes_per_s",
+    "latency_s",
+    "t_compute_s",
+    "t_compute_per_sample_s",
+    "loo_rel_error",
+    "loo_max_rel_error",
+    "n_points",
+    "gpus",
+    "nodes",
+    "gpus_per_node",
+    "measured_step_s",
+    "predicted_step_s",
+    "measured_efficiency",
+    "predicted_efficiency",
+    "kind",
+    "source",
+    "comm_s",
+    "exposed_fraction",
+    "note",
+]
 
 
 class UnderdeterminedFit(ValueError):
@@ -51,16 +76,21 @@ class CommFit:
         inv = self.inverse_bandwidth_s_per_byte
         return float("nan") if inv <= 0 else 1.0 / inv
 
-    def step_time(self, gpus: Sequence[float] | np.ndarray | float,
-                  batch_per_gpu: Sequence[float] | np.ndarray | float = 0.0) -> np.ndarray:
+    def step_time(
+        self,
+        gpus: Sequence[float] | np.ndarray | float,
+        batch_per_gpu: Sequence[float] | np.ndarray | float = 0.0,
+    ) -> np.ndarray:
         n = np.atleast_1d(np.asarray(gpus, dtype=float))
         b = np.broadcast_to(np.asarray(batch_per_gpu, dtype=float), n.shape)
-        coef = np.array([self.t_compute_s, self.inverse_bandwidth_s_per_byte, self.latency_s,
-                         self.t_compute_per_sample_s])
+        coef = np.array(
+            [self.t_compute_s, self.inverse_bandwidth_s_per_byte, self.latency_s, self.t_compute_per_sample_s]
+        )
         return _design(n, self.grad_bytes, b) @ coef
 
-    def efficiency(self, gpus: Sequence[float] | np.ndarray | float,
-                   global_batch: float | None = None) -> np.ndarray:
+    def efficiency(
+        self, gpus: Sequence[float] | np.ndarray | float, global_batch: float | None = None
+    ) -> np.ndarray:
         """Weak scaling (``global_batch`` None, b fixed): T(1)/T(N). Strong scaling
         (fixed ``global_batch`` B): T(1, B)/(N·T(N, B/N))."""
         n = np.atleast_1d(np.asarray(gpus, dtype=float))
@@ -69,8 +99,13 @@ class CommFit:
         return self.step_time(1.0, global_batch)[0] / (n * self.step_time(n, global_batch / n))
 
 
-def ring_step_time(gpus: Sequence[float] | np.ndarray, t_compute_s: float, grad_bytes: float,
-                   bandwidth_bytes_per_s: float, latency_s: float) -> np.ndarray:
+def ring_step_time(
+    gpus: Sequence[float] | np.ndarray,
+    t_compute_s: float,
+    grad_bytes: float,
+    bandwidth_bytes_per_s: float,
+    latency_s: float,
+) -> np.ndarray:
     """The model's step time, for generating synthetic points."""
     n = np.asarray(gpus, dtype=float)
     return t_compute_s + 2 * (n - 1) / n * grad_bytes / bandwidth_bytes_per_s + 2 * (n - 1) * latency_s
@@ -80,8 +115,12 @@ def _design(n: np.ndarray, grad_bytes: float, batch_per_gpu: np.ndarray) -> np.n
     return np.column_stack([np.ones_like(n), 2 * (n - 1) / n * grad_bytes, 2 * (n - 1), batch_per_gpu])
 
 
-def fit_comm_model(gpus: Sequence[float], step_s: Sequence[float], grad_bytes: float,
-                   batch_per_gpu: Sequence[float] | None = None) -> CommFit:
+def fit_comm_model(
+    gpus: Sequence[float],
+    step_s: Sequence[float],
+    grad_bytes: float,
+    batch_per_gpu: Sequence[float] | None = None,
+) -> CommFit:
     """Non-negative least-squares fit of (T_compute, 1/BW, latency[, t_sample]) to step times.
     ``batch_per_gpu``: the per-GPU batch of each point when it varies (strong scaling)."""
     n = np.asarray(gpus, dtype=float)
@@ -91,8 +130,9 @@ def fit_comm_model(gpus: Sequence[float], step_s: Sequence[float], grad_bytes: f
     needed = 4 if varies else 3
     counts = np.unique(n)
     if len(counts) < 3:
-        raise UnderdeterminedFit(f"{len(counts)} distinct GPU count(s) "
-                                 f"({', '.join(str(int(v)) for v in counts)}); the fit needs 3")
+        raise UnderdeterminedFit(
+            f"{len(counts)} distinct GPU count(s) ({', '.join(str(int(v)) for v in counts)}); the fit needs 3"
+        )
     if grad_bytes <= 0:
         raise UnderdeterminedFit("gradient size unknown (run.json num_params is 0)")
     # A fixed per-GPU batch has no t_sample column: its compute time is all in T_compute.
@@ -103,16 +143,26 @@ def fit_comm_model(gpus: Sequence[float], step_s: Sequence[float], grad_bytes: f
     scale[scale == 0] = 1.0
     # Relative residuals: a 10 ms error matters more on a 50 ms step than on a 2 s one.
     weights = 1.0 / t
-    result = lsq_linear(design / scale * weights[:, None], t * weights, bounds=(0, np.inf), method="bvls",
-                        tol=1e-12)
+    result = lsq_linear(
+        design / scale * weights[:, None], t * weights, bounds=(0, np.inf), method="bvls", tol=1e-12
+    )
     coef = np.append(result.x / scale, [0.0] * (4 - needed))
-    return CommFit(t_compute_s=float(coef[0]), inverse_bandwidth_s_per_byte=float(coef[1]),
-                   latency_s=float(coef[2]), grad_bytes=float(grad_bytes),
-                   t_compute_per_sample_s=float(coef[3]), bandwidth_identified=not varies)
+    return CommFit(
+        t_compute_s=float(coef[0]),
+        inverse_bandwidth_s_per_byte=float(coef[1]),
+        latency_s=float(coef[2]),
+        grad_bytes=float(grad_bytes),
+        t_compute_per_sample_s=float(coef[3]),
+        bandwidth_identified=not varies,
+    )
 
 
-def leave_one_out_errors(gpus: Sequence[float], step_s: Sequence[float], grad_bytes: float,
-                         batch_per_gpu: Sequence[float] | None = None) -> np.ndarray:
+def leave_one_out_errors(
+    gpus: Sequence[float],
+    step_s: Sequence[float],
+    grad_bytes: float,
+    batch_per_gpu: Sequence[float] | None = None,
+) -> np.ndarray:
     """Relative error |T̂ − T|/T at each measured point when its GPU count is left
     out of the fit. NaN where the remaining counts cannot determine the fit."""
     n = np.asarray(gpus, dtype=float)
@@ -130,9 +180,12 @@ def leave_one_out_errors(gpus: Sequence[float], step_s: Sequence[float], grad_by
     return np.asarray(errors, dtype=float)
 
 
-def model_fit_table(scaling: pd.DataFrame, keys: Sequence[str] = (),
-                    predict_gpus: Sequence[int] = (16, 64, 256),
-                    commbench: Sequence[dict] = ()) -> pd.DataFrame:
+def model_fit_table(
+    scaling: pd.DataFrame,
+    keys: Sequence[str] = (),
+    predict_gpus: Sequence[int] = (16, 64, 256),
+    commbench: Sequence[dict] = (),
+) -> pd.DataFrame:
     """Fits per scaling series of ``scaling_table``'s rows (weak: workload, strategy,
     per-GPU batch and ``keys``; strong: global batch instead of per-GPU batch), split
     by node count: links inside a node and between nodes are never fitted as one.
@@ -161,8 +214,11 @@ def model_fit_table(scaling: pd.DataFrame, keys: Sequence[str] = (),
 
 def _step_times(group: pd.DataFrame) -> np.ndarray:
     # Step time from the throughput the efficiencies use: T(N) = N·b / X(N).
-    return (group["gpus"].to_numpy(dtype=float) * group["batch_size_per_gpu"].to_numpy(dtype=float)
-            / group["throughput_median"].to_numpy())
+    return (
+        group["gpus"].to_numpy(dtype=float)
+        * group["batch_size_per_gpu"].to_numpy(dtype=float)
+        / group["throughput_median"].to_numpy()
+    )
 
 
 def _one_gpu_step(group: pd.DataFrame) -> float:
@@ -174,8 +230,9 @@ def _gpus_per_node(gpus: float, nodes: float) -> int:
     return int(gpus // max(1, nodes))
 
 
-def _commbench_rows(ident: dict, topology: pd.DataFrame, compute_s: float,
-                    commbench: Sequence[dict]) -> tuple[list[dict], pd.DataFrame]:
+def _commbench_rows(
+    ident: dict, topology: pd.DataFrame, compute_s: float, commbench: Sequence[dict]
+) -> tuple[list[dict], pd.DataFrame]:
     """Rows predicted from commbench's alpha-beta (weak-scaling DDP points whose topology
     was measured and whose 1-GPU compute time is known), and the rows left to fit."""
     from analysis.commbench_data import fit_for_topology
@@ -193,22 +250,41 @@ def _commbench_rows(ident: dict, topology: pd.DataFrame, compute_s: float,
             continue
         grad_bytes = float(row.get("num_params") or 0) * GRAD_BYTES_PER_PARAM
         p = predict_ddp_step(compute_s, grad_bytes, fit, gpus, _exposed_fraction(row))
-        overlap = (f"measured exposed share {p['exposed_fraction']:.2f}" if p["overlap_measured"]
-                   else "no overlap measured: all communication counted as exposed")
-        out.append({**ident, "kind": "measured", "source": "commbench", "gpus": gpus, "nodes": nodes,
-                    "gpus_per_node": _gpus_per_node(gpus, nodes),
-                    "batch_size_per_gpu": row["batch_size_per_gpu"], "global_batch": row["global_batch"],
-                    "param_count": int(row.get("num_params") or 0),
-                    "grad_bytes": grad_bytes, "bandwidth_bytes_per_s": fit["beta_bytes_per_s"],
-                    "bandwidth_gbps": fit["beta_bytes_per_s"] * 8 / 1e9, "latency_s": fit["alpha_s"],
-                    "t_compute_s": compute_s, "t_compute_per_sample_s": float("nan"), "n_points": 1,
-                    "comm_s": p["comm_s"], "exposed_fraction": p["exposed_fraction"],
-                    "measured_step_s": step[i], "predicted_step_s": p["predicted_step_s"],
-                    "measured_efficiency": compute_s / step[i],
-                    "predicted_efficiency": compute_s / p["predicted_step_s"],
-                    "loo_rel_error": float("nan"), "loo_max_rel_error": float("nan"),
-                    "note": f"commbench all-reduce alpha-beta of {nodes} node(s) x "
-                            f"{_gpus_per_node(gpus, nodes)} ({fit.get('path', '')}); {overlap}"})
+        overlap = (
+            f"measured exposed share {p['exposed_fraction']:.2f}"
+            if p["overlap_measured"]
+            else "no overlap measured: all communication counted as exposed"
+        )
+        out.append(
+            {
+                **ident,
+                "kind": "measured",
+                "source": "commbench",
+                "gpus": gpus,
+                "nodes": nodes,
+                "gpus_per_node": _gpus_per_node(gpus, nodes),
+                "batch_size_per_gpu": row["batch_size_per_gpu"],
+                "global_batch": row["global_batch"],
+                "param_count": int(row.get("num_params") or 0),
+                "grad_bytes": grad_bytes,
+                "bandwidth_bytes_per_s": fit["beta_bytes_per_s"],
+                "bandwidth_gbps": fit["beta_bytes_per_s"] * 8 / 1e9,
+                "latency_s": fit["alpha_s"],
+                "t_compute_s": compute_s,
+                "t_compute_per_sample_s": float("nan"),
+                "n_points": 1,
+                "comm_s": p["comm_s"],
+                "exposed_fraction": p["exposed_fraction"],
+                "measured_step_s": step[i],
+                "predicted_step_s": p["predicted_step_s"],
+                "measured_efficiency": compute_s / step[i],
+                "predicted_efficiency": compute_s / p["predicted_step_s"],
+                "loo_rel_error": float("nan"),
+                "loo_max_rel_error": float("nan"),
+                "note": f"commbench all-reduce alpha-beta of {nodes} node(s) x "
+                f"{_gpus_per_node(gpus, nodes)} ({fit.get('path', '')}); {overlap}",
+            }
+        )
     return out, topology.iloc[left]
 
 
@@ -218,8 +294,13 @@ def _exposed_fraction(row: dict) -> float | None:
     when the runs did not log it."""
     for exposed_key, total_key in (("comm_exposed_s", "comm_s"), ("comm_exposed_share", "comm_share")):
         exposed, total = row.get(exposed_key), row.get(total_key)
-        if exposed is not None and total is not None and np.isfinite(exposed) and np.isfinite(total) \
-                and total > 0:
+        if (
+            exposed is not None
+            and total is not None
+            and np.isfinite(exposed)
+            and np.isfinite(total)
+            and total > 0
+        ):
             return float(exposed) / float(total)
     return None
 
@@ -233,20 +314,40 @@ def _series_rows(ident: dict, group: pd.DataFrame, predict_gpus: Sequence[int]) 
     params = int(group["num_params"].max() or 0)
     grad_bytes = params * GRAD_BYTES_PER_PARAM
     base = {**ident, "param_count": params, "grad_bytes": grad_bytes, "n_points": len(group), "source": "fit"}
-    note = ("ring all-reduce model; DataParallel does not all-reduce (it replicates and gathers), "
-            "so its fitted 'bandwidth' is an effective figure" if ident["strategy"] == "dp" else "")
+    note = (
+        "ring all-reduce model; DataParallel does not all-reduce (it replicates and gathers), "
+        "so its fitted 'bandwidth' is an effective figure"
+        if ident["strategy"] == "dp"
+        else ""
+    )
     fit_batch = batch if strong else None
     nodes_label = int(group["nodes"].iloc[0])
     try:
         fit = fit_comm_model(gpus, step, grad_bytes, fit_batch)
     except UnderdeterminedFit as e:
-        hint = "" if nodes_label == 1 else (f"; {nodes_label}-node points are never fitted together with "
-                                            "1-node ones: run `harness commbench` at this topology")
-        return [{**base, "kind": "underdetermined", "source": "none",
-                 "note": f"fit underdetermined: {e}; no prediction made{hint}",
-                 "gpus": int(g), "nodes": int(nd), "gpus_per_node": _gpus_per_node(g, nd),
-                 "batch_size_per_gpu": int(b), "global_batch": int(g * b), "measured_step_s": s}
-                for g, nd, b, s in zip(gpus, group["nodes"], batch, step)]
+        hint = (
+            ""
+            if nodes_label == 1
+            else (
+                f"; {nodes_label}-node points are never fitted together with "
+                "1-node ones: run `harness commbench` at this topology"
+            )
+        )
+        return [
+            {
+                **base,
+                "kind": "underdetermined",
+                "source": "none",
+                "note": f"fit underdetermined: {e}; no prediction made{hint}",
+                "gpus": int(g),
+                "nodes": int(nd),
+                "gpus_per_node": _gpus_per_node(g, nd),
+                "batch_size_per_gpu": int(b),
+                "global_batch": int(g * b),
+                "measured_step_s": s,
+            }
+            for g, nd, b, s in zip(gpus, group["nodes"], batch, step)
+        ]
     loo = leave_one_out_errors(gpus, step, grad_bytes, fit_batch)
     finite = np.isfinite(loo)
     loo_mean = float(np.mean(loo[finite])) if finite.any() else float("nan")
@@ -254,15 +355,26 @@ def _series_rows(ident: dict, group: pd.DataFrame, predict_gpus: Sequence[int]) 
     notes = [note]
     if not finite.all():
         notes.append("leave-one-out needs 4+ GPU counts; not available for every point")
-    base.update(bandwidth_bytes_per_s=fit.bandwidth_bytes_per_s,
-                bandwidth_gbps=fit.bandwidth_bytes_per_s * 8 / 1e9, latency_s=fit.latency_s,
-                t_compute_s=fit.t_compute_s, t_compute_per_sample_s=fit.t_compute_per_sample_s,
-                loo_rel_error=loo_mean, loo_max_rel_error=loo_max)
+    base.update(
+        bandwidth_bytes_per_s=fit.bandwidth_bytes_per_s,
+        bandwidth_gbps=fit.bandwidth_bytes_per_s * 8 / 1e9,
+        latency_s=fit.latency_s,
+        t_compute_s=fit.t_compute_s,
+        t_compute_per_sample_s=fit.t_compute_per_sample_s,
+        loo_rel_error=loo_mean,
+        loo_max_rel_error=loo_max,
+    )
     if not fit.bandwidth_identified:
-        base.update(bandwidth_bytes_per_s=np.nan, bandwidth_gbps=np.nan, t_compute_s=np.nan,
-                    t_compute_per_sample_s=np.nan)
-        notes.append("strong scaling: bandwidth and compute time are not separable (both vary as 1/N); "
-                     "latency and the predictions are identified")
+        base.update(
+            bandwidth_bytes_per_s=np.nan,
+            bandwidth_gbps=np.nan,
+            t_compute_s=np.nan,
+            t_compute_per_sample_s=np.nan,
+        )
+        notes.append(
+            "strong scaling: bandwidth and compute time are not separable (both vary as 1/N); "
+            "latency and the predictions are identified"
+        )
     elif not np.isfinite(fit.bandwidth_bytes_per_s):
         notes.append("bandwidth not identified: the fit finds no time growing with the gradient bytes")
     base["note"] = "; ".join(n for n in notes if n)
@@ -271,23 +383,44 @@ def _series_rows(ident: dict, group: pd.DataFrame, predict_gpus: Sequence[int]) 
     rows = []
     for g, nd, b, s in zip(gpus, group["nodes"], batch, step):
         measured_eff = t1_measured / s if not strong else t1_measured / (g * s)
-        rows.append({**base, "kind": "measured", "gpus": int(g), "nodes": int(nd),
-                     "gpus_per_node": _gpus_per_node(g, nd), "batch_size_per_gpu": int(b),
-                     "global_batch": int(g * b), "measured_step_s": s,
-                     "predicted_step_s": float(fit.step_time(g, b)[0]), "measured_efficiency": measured_eff,
-                     "predicted_efficiency": float(fit.efficiency(g, global_batch)[0])})
+        rows.append(
+            {
+                **base,
+                "kind": "measured",
+                "gpus": int(g),
+                "nodes": int(nd),
+                "gpus_per_node": _gpus_per_node(g, nd),
+                "batch_size_per_gpu": int(b),
+                "global_batch": int(g * b),
+                "measured_step_s": s,
+                "predicted_step_s": float(fit.step_time(g, b)[0]),
+                "measured_efficiency": measured_eff,
+                "predicted_efficiency": float(fit.efficiency(g, global_batch)[0]),
+            }
+        )
     for g in sorted(set(int(p) for p in predict_gpus) - set(int(v) for v in gpus)):
         b = global_batch / g if strong else float(batch[0])
-        rows.append({**base, "kind": "prediction", "gpus": g, "nodes": float("nan"),
-                     "gpus_per_node": float("nan"), "batch_size_per_gpu": b,
-                     "global_batch": g * b, "measured_step_s": float("nan"),
-                     "predicted_step_s": float(fit.step_time(g, b)[0]), "measured_efficiency": float("nan"),
-                     "predicted_efficiency": float(fit.efficiency(g, global_batch)[0])})
+        rows.append(
+            {
+                **base,
+                "kind": "prediction",
+                "gpus": g,
+                "nodes": float("nan"),
+                "gpus_per_node": float("nan"),
+                "batch_size_per_gpu": b,
+                "global_batch": g * b,
+                "measured_step_s": float("nan"),
+                "predicted_step_s": float(fit.step_time(g, b)[0]),
+                "measured_efficiency": float("nan"),
+                "predicted_efficiency": float(fit.efficiency(g, global_batch)[0]),
+            }
+        )
     return rows
 
 
-def predict_ddp_step(compute_s: float, grad_bytes: float, fit: dict, world_size: int,
-                     exposed_fraction: float | None = None) -> dict[str, float]:
+def predict_ddp_step(
+    compute_s: float, grad_bytes: float, fit: dict, world_size: int, exposed_fraction: float | None = None
+) -> dict[str, float]:
     """Step time of DDP from a measured compute time and a commbench all-reduce fit.
 
     One all-reduce per 25 MB bucket: comm = buckets·α + 2(n−1)/n·G/β. Only the
@@ -297,9 +430,16 @@ def predict_ddp_step(compute_s: float, grad_bytes: float, fit: dict, world_size:
     from analysis.commbench_data import comm_time_s, ddp_buckets
 
     comm = comm_time_s(fit, "all_reduce", grad_bytes, world_size, messages=ddp_buckets(grad_bytes))
-    share = 1.0 if exposed_fraction is None or not np.isfinite(exposed_fraction) else \
-        float(min(1.0, max(0.0, exposed_fraction)))
+    share = (
+        1.0
+        if exposed_fraction is None or not np.isfinite(exposed_fraction)
+        else float(min(1.0, max(0.0, exposed_fraction)))
+    )
     exposed = comm * share
-    return {"comm_s": comm, "exposed_comm_s": exposed, "exposed_fraction": share,
-            "overlap_measured": exposed_fraction is not None and bool(np.isfinite(exposed_fraction)),
-            "predicted_step_s": compute_s + exposed}
+    return {
+        "comm_s": comm,
+        "exposed_comm_s": exposed,
+        "exposed_fraction": share,
+        "overlap_measured": exposed_fraction is not None and bool(np.isfinite(exposed_fraction)),
+        "predicted_step_s": compute_s + exposed,
+    }

@@ -1,5 +1,6 @@
 """Light names the analysis modules and their CLI share (no pandas, no matplotlib), so
 that building the ``harness`` command parser stays fast."""
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ to run, so this reader walks the lines itself and has PyYAML resolve each
 distinct scalar text once. Anything outside that simple form (multi-line
 strings, anchors, tags, comments, nested sequences) goes to PyYAML unchanged.
 """
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ aligned by step and summarised per step (median, quartiles, min, max). Across
 configurations with different global batches the comparable axis is samples
 seen (or wall time), which every record carries.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -42,25 +43,55 @@ def primary_records(runset: RunSet, kind: str = "val") -> pd.DataFrame:
     (``val``) or the training loss (``train``), and ``metric`` naming it."""
     records = runset.included_records(kind)
     metric_of = runset.included.set_index("run_id")["primary_metric"] if kind == "val" else None
-    metrics = records["run_id"].map(metric_of) if metric_of is not None else \
-        pd.Series(TRAIN_LOSS, index=records.index)
+    metrics = (
+        records["run_id"].map(metric_of)
+        if metric_of is not None
+        else pd.Series(TRAIN_LOSS, index=records.index)
+    )
     value = pd.Series(np.nan, index=records.index)
     for metric in metrics.dropna().unique():
         if metric in records:
             rows = metrics == metric
             value[rows] = pd.to_numeric(records.loc[rows, metric], errors="coerce")
-    out = pd.DataFrame({"run_id": records["run_id"], "metric": metrics, "kind": kind,
-                        "step": records["step"], "epoch": _column(records, "epoch"),
-                        "samples": _column(records, "samples"), "time_s": _column(records, "time"),
-                        "value": value})
+    out = pd.DataFrame(
+        {
+            "run_id": records["run_id"],
+            "metric": metrics,
+            "kind": kind,
+            "step": records["step"],
+            "epoch": _column(records, "epoch"),
+            "samples": _column(records, "samples"),
+            "time_s": _column(records, "time"),
+            "value": value,
+        }
+    )
     return out.dropna(subset=["value"])
 
 
 def convergence_curves(runset: RunSet, keys: Sequence[str] = ()) -> pd.DataFrame:
     """Long table: one row per (configuration, metric, step) with the repeat statistics."""
-    columns = ["workload", "strategy", "nodes", "gpus", "batch_size_per_gpu", "global_batch", *keys, "config",
-               "metric", "kind", "step", "epoch", "samples", "time_s", "n_runs", "median", "q1", "q3",
-               "min", "max"]
+    columns = [
+        "workload",
+        "strategy",
+        "nodes",
+        "gpus",
+        "batch_size_per_gpu",
+        "global_batch",
+        *keys,
+        "config",
+        "metric",
+        "kind",
+        "step",
+        "epoch",
+        "samples",
+        "time_s",
+        "n_runs",
+        "median",
+        "q1",
+        "q3",
+        "min",
+        "max",
+    ]
     records = pd.concat([primary_records(runset, "train"), primary_records(runset, "val")], ignore_index=True)
     if records.empty:
         return pd.DataFrame(columns=columns)
@@ -68,9 +99,15 @@ def convergence_curves(runset: RunSet, keys: Sequence[str] = ()) -> pd.DataFrame
     records = records.merge(runs, on="run_id")
     group_cols = [*IDENTITY, *keys, "config", "metric", "kind", "step"]
     grouped = records.groupby(group_cols, sort=True, dropna=False)
-    out = grouped.agg(epoch=("epoch", "median"), samples=("samples", "median"), time_s=("time_s", "median"),
-                      n_runs=("run_id", "nunique"), median=("value", "median"),
-                      min=("value", "min"), max=("value", "max")).reset_index()
+    out = grouped.agg(
+        epoch=("epoch", "median"),
+        samples=("samples", "median"),
+        time_s=("time_s", "median"),
+        n_runs=("run_id", "nunique"),
+        median=("value", "median"),
+        min=("value", "min"),
+        max=("value", "max"),
+    ).reset_index()
     out["q1"] = grouped["value"].quantile(0.25).to_numpy()
     out["q3"] = grouped["value"].quantile(0.75).to_numpy()
     return out[columns]
@@ -82,8 +119,9 @@ def _column(frame: pd.DataFrame, name: str) -> pd.Series:
     return pd.to_numeric(frame[name], errors="coerce")
 
 
-def resample_curve(curve: pd.DataFrame, axis: str, grid: Sequence[float],
-                   value: str = "median") -> np.ndarray:
+def resample_curve(
+    curve: pd.DataFrame, axis: str, grid: Sequence[float], value: str = "median"
+) -> np.ndarray:
     """``value`` of one configuration's curve linearly interpolated at ``grid`` on
     ``axis`` (``epoch``, ``samples`` or ``time_s``); NaN outside the measured range."""
     if axis not in ("epoch", "samples", "time_s"):
@@ -157,36 +195,64 @@ def time_to_target_table(runset: RunSet, per_run: pd.DataFrame, keys: Sequence[s
         n, k = len(group), len(reached)
         status = "reached" if k == n else ("not reached" if k == 0 else f"reached by {k} of {n} runs")
         row = dict(zip(group_cols, values))
-        row.update(config=group["config"].iloc[0], metric=group["metric"].iloc[0],
-                   target=float(group["target"].iloc[0]), n_runs=n, n_reached=k,
-                   epochs_median=reached["epochs"].median(), samples_median=reached["samples"].median(),
-                   steps_median=reached["steps"].median(), time_s_median=reached["time_s"].median(),
-                   time_s_q1=reached["time_s"].quantile(0.25) if k else np.nan,
-                   time_s_q3=reached["time_s"].quantile(0.75) if k else np.nan,
-                   best_median=group["best"].median(), status=status)
+        row.update(
+            config=group["config"].iloc[0],
+            metric=group["metric"].iloc[0],
+            target=float(group["target"].iloc[0]),
+            n_runs=n,
+            n_reached=k,
+            epochs_median=reached["epochs"].median(),
+            samples_median=reached["samples"].median(),
+            steps_median=reached["steps"].median(),
+            time_s_median=reached["time_s"].median(),
+            time_s_q1=reached["time_s"].quantile(0.25) if k else np.nan,
+            time_s_q3=reached["time_s"].quantile(0.75) if k else np.nan,
+            best_median=group["best"].median(),
+            status=status,
+        )
         rows.append(row)
-    columns = [*group_cols, "config", "metric", "target", "n_runs", "n_reached", "epochs_median",
-               "samples_median", "steps_median", "time_s_median", "time_s_q1", "time_s_q3", "best_median",
-               "status"]
+    columns = [
+        *group_cols,
+        "config",
+        "metric",
+        "target",
+        "n_runs",
+        "n_reached",
+        "epochs_median",
+        "samples_median",
+        "steps_median",
+        "time_s_median",
+        "time_s_q1",
+        "time_s_q3",
+        "best_median",
+        "status",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
-def compare_by_key(runset: RunSet, per_run_throughput: pd.DataFrame, per_run_target: pd.DataFrame,
-                   key: str) -> pd.DataFrame:
+def compare_by_key(
+    runset: RunSet, per_run_throughput: pd.DataFrame, per_run_target: pd.DataFrame, key: str
+) -> pd.DataFrame:
     """Per (workload, strategy, GPUs, value of ``key``): throughput, data wait, epoch
     time, best metric and time to target, medians over runs."""
     runs = runset.included[["run_id", "workload", "strategy", "gpus", key]].copy()
     runs[key] = hashable(runs[key])
-    table = runs.merge(per_run_throughput, on="run_id", how="left").merge(per_run_target, on="run_id",
-                                                                          how="left")
+    table = runs.merge(per_run_throughput, on="run_id", how="left").merge(
+        per_run_target, on="run_id", how="left"
+    )
     rows = []
     group_cols = ["workload", "strategy", "gpus", key]
     for values, group in table.groupby(group_cols, sort=True, dropna=False):
         row = dict(zip(group_cols, values))
-        row.update(n_runs=len(group), throughput_median=group["throughput_median"].median(),
-                   compute_median=group["compute_median"].median(),
-                   data_wait_share=group["data_wait_share"].median(), epoch_s=group["epoch_s"].median(),
-                   best_median=group["best"].median(), time_to_target_s=group["time_s"].median(),
-                   n_reached=int(group["reached"].fillna(False).astype(bool).sum()))
+        row.update(
+            n_runs=len(group),
+            throughput_median=group["throughput_median"].median(),
+            compute_median=group["compute_median"].median(),
+            data_wait_share=group["data_wait_share"].median(),
+            epoch_s=group["epoch_s"].median(),
+            best_median=group["best"].median(),
+            time_to_target_s=group["time_s"].median(),
+            n_reached=int(group["reached"].fillna(False).astype(bool).sum()),
+        )
         rows.append(row)
     return pd.DataFrame(rows)

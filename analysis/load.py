@@ -7,6 +7,7 @@ a dotted column such as ``TRAIN.OPTIMIZER``), ``records`` every metrics record o
 every run in one table with a ``run_id`` column. One table, not one per run: the
 per-run pandas overhead would dominate a 1000-run sweep.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,20 @@ class RunSet:
 
 
 def empty_runs() -> pd.DataFrame:
-    cols = ["run_id", "source", "run_dir", *IDENTITY_DEFAULTS, "state", "error", "requeues", "best",
-            "scaling", "included", "exclude_reason", "n_hosts"]
+    cols = [
+        "run_id",
+        "source",
+        "run_dir",
+        *IDENTITY_DEFAULTS,
+        "state",
+        "error",
+        "requeues",
+        "best",
+        "scaling",
+        "included",
+        "exclude_reason",
+        "n_hosts",
+    ]
     return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
 
 
@@ -74,8 +87,10 @@ def find_run_dirs(path: str | os.PathLike) -> tuple[list[Path], dict[str, dict]]
     and the manifests of the sweeps found, keyed by sweep directory."""
     root = Path(path)
     if not root.is_dir():
-        raise AnalysisError(f"{root}: not a directory (give a sweep directory, a directory of "
-                            "run directories, or a run directory)")
+        raise AnalysisError(
+            f"{root}: not a directory (give a sweep directory, a directory of "
+            "run directories, or a run directory)"
+        )
     manifests: dict[str, dict] = {}
     if _is_run_dir(root):
         manifest = _read_manifest(root.parent.parent) if root.parent.name == rf.SWEEP_RUNS_DIR else None
@@ -100,8 +115,9 @@ def find_run_dirs(path: str | os.PathLike) -> tuple[list[Path], dict[str, dict]]
             elif child.name not in (*rf.RUN_SUBDIRS, "analysis") and not child.name.startswith("."):
                 stack.append(child)
     if not found:
-        raise AnalysisError(f"{root}: no run directories found (a run directory holds "
-                            f"{' or '.join(RUN_FILES[:2])})")
+        raise AnalysisError(
+            f"{root}: no run directories found (a run directory holds {' or '.join(RUN_FILES[:2])})"
+        )
     return sorted(found), manifests
 
 
@@ -170,8 +186,13 @@ def read_run_dir(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
     Problems make the row excluded with the file named in ``exclude_reason``;
     they do not raise."""
     run_dir = Path(run_dir)
-    row: dict[str, Any] = {"run_id": str(run_dir.resolve()), "source": "dir", "run_dir": str(run_dir),
-                           **IDENTITY_DEFAULTS, "run_name": run_dir.name}
+    row: dict[str, Any] = {
+        "run_id": str(run_dir.resolve()),
+        "source": "dir",
+        "run_dir": str(run_dir),
+        **IDENTITY_DEFAULTS,
+        "run_name": run_dir.name,
+    }
     problems: list[str] = []
     run_json = _read_json(run_dir / rf.RUN_JSON, problems)
     status = _read_json(run_dir / rf.STATUS_JSON, problems)
@@ -268,8 +289,13 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     """All records as one table. A record repeated for the same (run, kind, step)
     after a resume keeps its last copy; rows are ordered by run, then step."""
     if not records:
-        return pd.DataFrame({"run_id": pd.Series(dtype=object), "kind": pd.Series(dtype=object),
-                             "step": pd.Series(dtype=float)})
+        return pd.DataFrame(
+            {
+                "run_id": pd.Series(dtype=object),
+                "kind": pd.Series(dtype=object),
+                "step": pd.Series(dtype=float),
+            }
+        )
     frame = pd.DataFrame.from_records(records)
     frame = frame.drop_duplicates(subset=["run_id", "kind", "step"], keep="last")
     return frame.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)

@@ -1,4 +1,5 @@
 """Markdown tables with numbers at a precision a reader can take in."""
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,7 @@ def number(value: Any, digits: int = 3) -> str:
             return "∞"
         if value.is_integer() and abs(value) < 1e15:
             return f"{int(value):,}"
-        if abs(value) >= 10 ** digits:
+        if abs(value) >= 10**digits:
             return f"{value:,.0f}"
         return f"{value:.{digits}g}"
     return str(value)
@@ -34,6 +35,7 @@ def fixed(digits: int) -> Callable[[Any], str]:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return MISSING
         return f"{float(value):.{digits}f}"
+
     return fmt
 
 
@@ -47,15 +49,20 @@ def escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def table(frame: pd.DataFrame, columns: Sequence[tuple[str, str]] | None = None,
-          formats: dict[str, Callable[[Any], str]] | None = None) -> str:
+def table(
+    frame: pd.DataFrame,
+    columns: Sequence[tuple[str, str]] | None = None,
+    formats: dict[str, Callable[[Any], str]] | None = None,
+) -> str:
     """``columns``: (column, header) pairs; ``formats``: column -> formatter."""
     if frame.empty:
         return "_(none)_\n"
     columns = list(columns or [(c, c) for c in frame.columns])
     formats = formats or {}
-    lines = ["| " + " | ".join(escape(h) for _, h in columns) + " |",
-             "|" + "|".join("---" for _ in columns) + "|"]
+    lines = [
+        "| " + " | ".join(escape(h) for _, h in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
     for record in frame.to_dict("records"):
         cells = []
         for column, _ in columns:

@@ -11,6 +11,7 @@ Sources, found by walking the given directories:
 
 Writes ``models.csv`` and ``models.md`` into ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,16 +22,32 @@ from typing import Any
 
 import yaml
 
-VAL_METRICS = (("val/accuracy", "accuracy"), ("val/macro_f1", "macro_f1"), ("val/roc_auc", "roc_auc"),
-               ("val/AP", "AP"))
+VAL_METRICS = (
+    ("val/accuracy", "accuracy"),
+    ("val/macro_f1", "macro_f1"),
+    ("val/roc_auc", "roc_auc"),
+    ("val/AP", "AP"),
+)
 COLUMNS = [
-    ("model", "model"), ("input", "input"), ("params", "params"), ("gflops", "GFLOPs"),
-    ("weights_fp16_mb", "fp16 weights MB"), ("latency_cpu_ms", "latency CPU ms"),
-    ("latency_cpu_onnxruntime_ms", "CPU ONNX Runtime ms"), ("latency_cpu_openvino_ms", "CPU OpenVINO ms"),
-    ("latency_gpu_ms", "latency GPU ms"), ("latency_gpu_fp16_ms", "GPU fp16 ms"),
-    ("throughput_img_per_s", "throughput img/s"), ("throughput_device", "on"),
-    ("train_img_per_s", "train img/s"), ("accuracy", "accuracy"), ("macro_f1", "F1"), ("roc_auc", "ROC-AUC"),
-    ("AP", "AP"), ("runs", "runs"), ("best_run", "best run"),
+    ("model", "model"),
+    ("input", "input"),
+    ("params", "params"),
+    ("gflops", "GFLOPs"),
+    ("weights_fp16_mb", "fp16 weights MB"),
+    ("latency_cpu_ms", "latency CPU ms"),
+    ("latency_cpu_onnxruntime_ms", "CPU ONNX Runtime ms"),
+    ("latency_cpu_openvino_ms", "CPU OpenVINO ms"),
+    ("latency_gpu_ms", "latency GPU ms"),
+    ("latency_gpu_fp16_ms", "GPU fp16 ms"),
+    ("throughput_img_per_s", "throughput img/s"),
+    ("throughput_device", "on"),
+    ("train_img_per_s", "train img/s"),
+    ("accuracy", "accuracy"),
+    ("macro_f1", "F1"),
+    ("roc_auc", "ROC-AUC"),
+    ("AP", "AP"),
+    ("runs", "runs"),
+    ("best_run", "best run"),
 ]
 
 
@@ -61,13 +78,21 @@ def best_validation(run_dir: Path) -> dict[str, Any] | None:
     run = json.loads(run_json.read_text()) if run_json.is_file() else {}
     primary = run.get("primary_metric") or "val/accuracy"
     higher = run.get("higher_is_better", True)
-    vals = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "val"
-            and isinstance(r.get(primary), (int, float))]
+    vals = [
+        r
+        for r in _read_jsonl(run_dir / "metrics.jsonl")
+        if r.get("kind") == "val" and isinstance(r.get(primary), (int, float))
+    ]
     if not vals:
         return None
     best = (max if higher else min)(vals, key=lambda r: r[primary])
-    return {"run": run_dir.name, "primary": primary, "higher": higher, "value": best[primary],
-            **{name: best.get(key) for key, name in VAL_METRICS}}
+    return {
+        "run": run_dir.name,
+        "primary": primary,
+        "higher": higher,
+        "value": best[primary],
+        **{name: best.get(key) for key, name in VAL_METRICS},
+    }
 
 
 def collect(dirs: list[Path]) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
@@ -104,8 +129,10 @@ def models_table(vals: dict[str, list[dict[str, Any]]], bench: list[dict[str, An
     """One row per model and benchmarked input size (validation joins by model). Several
     bench rows of one model, size, device and runtime (repeats) give the median."""
     rows = []
-    keys = sorted({(r["model"], r["input"]) for r in bench} | {(m, "") for m in vals if
-                                                                not any(r["model"] == m for r in bench)})
+    keys = sorted(
+        {(r["model"], r["input"]) for r in bench}
+        | {(m, "") for m in vals if not any(r["model"] == m for r in bench)}
+    )
     for model, size in keys:
         mine = [r for r in bench if r["model"] == model and r["input"] == size]
         row: dict[str, Any] = {"model": model, "input": size or None}
@@ -137,22 +164,29 @@ def write_models_table(dirs: list[Path], out: Path) -> tuple[Path, Path, list[di
 
     vals, bench = collect(dirs)
     if not vals and not bench:
-        raise FileNotFoundError(f"harness analyze --models: no run with validation records and no "
-                                f"bench_model.json under {', '.join(map(str, dirs))}")
+        raise FileNotFoundError(
+            f"harness analyze --models: no run with validation records and no "
+            f"bench_model.json under {', '.join(map(str, dirs))}"
+        )
     rows = models_table(vals, bench)
     frame = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "models.csv", out / "models.md"
     frame.to_csv(csv_path, index=False)
     columns = [(c, h) for c, h in COLUMNS if c in frame.columns and frame[c].notna().any()]
-    hardware = sorted({f"{r.get('cpu_model', '?')}" + (f" + {r['gpu_name']}" if r.get("gpu_name") else "")
-                       for r in bench})
-    text = ["# Models table\n", f"Sources: {', '.join(map(str, dirs))}\n",
-            "Validation: the best `val` record of each model's runs (by the run's primary metric). "
-            "Latency: batch 1, median ms (eager fp32 unless named). Throughput and train img/s: eager fp32 "
-            "at the largest benchmarked batch, on the GPU when one was benchmarked. GFLOPs: "
-            "FlopCounterMode, one forward pass (a multiply-add counts 2).\n",
-            f"Benchmark hardware: {'; '.join(hardware) or 'none'}\n", table(frame, columns)]
+    hardware = sorted(
+        {f"{r.get('cpu_model', '?')}" + (f" + {r['gpu_name']}" if r.get("gpu_name") else "") for r in bench}
+    )
+    text = [
+        "# Models table\n",
+        f"Sources: {', '.join(map(str, dirs))}\n",
+        "Validation: the best `val` record of each model's runs (by the run's primary metric). "
+        "Latency: batch 1, median ms (eager fp32 unless named). Throughput and train img/s: eager fp32 "
+        "at the largest benchmarked batch, on the GPU when one was benchmarked. GFLOPs: "
+        "FlopCounterMode, one forward pass (a multiply-add counts 2).\n",
+        f"Benchmark hardware: {'; '.join(hardware) or 'none'}\n",
+        table(frame, columns),
+    ]
     md_path.write_text("\n".join(text))
     return csv_path, md_path, rows
 

@@ -1,4 +1,5 @@
 """From a RunSet to every table of the analysis (no files written here)."""
+
 from __future__ import annotations
 
 import difflib
@@ -83,18 +84,33 @@ def analyze(runset: RunSet, options: Options | None = None) -> Analysis:
         commbench = load_commbench(options.commbench)
     except CommbenchError as e:
         raise AnalysisError(str(e)) from e
-    model_fit = (model_fit_table(scaling, keys, options.predict_gpus, commbench) if len(scaling)
-                 else pd.DataFrame())
+    model_fit = (
+        model_fit_table(scaling, keys, options.predict_gpus, commbench) if len(scaling) else pd.DataFrame()
+    )
     curves = convergence_curves(runset, keys)
     targets = resolve_targets(runset, options.target, options.target_fraction)
     ttt_runs = run_time_to_target(runset, targets)
     ttt = time_to_target_table(runset, ttt_runs, keys)
     comparison_keys = list(by)
-    if WORKERS_KEY in included and WORKERS_KEY not in comparison_keys \
-            and hashable(included[WORKERS_KEY]).nunique() > 1:
+    if (
+        WORKERS_KEY in included
+        and WORKERS_KEY not in comparison_keys
+        and hashable(included[WORKERS_KEY]).nunique() > 1
+    ):
         comparison_keys.append(WORKERS_KEY)
     comparisons = {key: compare_by_key(runset, per_run, ttt_runs, key) for key in comparison_keys}
-    return Analysis(runset=runset, options=options, keys=keys, per_run=per_run, configs=configs,
-                    scaling=scaling, model_fit=model_fit, curves=curves, targets=targets,
-                    time_to_target_runs=ttt_runs, time_to_target=ttt, comparisons=comparisons,
-                    commbench=commbench)
+    return Analysis(
+        runset=runset,
+        options=options,
+        keys=keys,
+        per_run=per_run,
+        configs=configs,
+        scaling=scaling,
+        model_fit=model_fit,
+        curves=curves,
+        targets=targets,
+        time_to_target_runs=ttt_runs,
+        time_to_target=ttt,
+        comparisons=comparisons,
+        commbench=commbench,
+    )

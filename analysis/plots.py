@@ -4,6 +4,7 @@ Each function takes the analysis tables, writes one figure per workload (file
 names ``<figure>-<workload>.<ext>``) and returns the stem paths written, without
 extension, so the report can link whichever formats were asked for.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -53,8 +54,9 @@ def _gpu_axis(ax: plt.Axes, gpus: Sequence[int]) -> None:
     ax.minorticks_off()
 
 
-def speedup_plot(scaling: pd.DataFrame, model_fit: pd.DataFrame, keys: Sequence[str], out_dir: Path,
-                 formats: Sequence[str]) -> list[Path]:
+def speedup_plot(
+    scaling: pd.DataFrame, model_fit: pd.DataFrame, keys: Sequence[str], out_dir: Path, formats: Sequence[str]
+) -> list[Path]:
     """Speedup vs GPUs with the ideal line; one line per batch size, DP dashed,
     DDP solid, model predictions dotted."""
     written = []
@@ -71,26 +73,46 @@ def speedup_plot(scaling: pd.DataFrame, model_fit: pd.DataFrame, keys: Sequence[
             if pts.empty:
                 continue
             batch_label = f"{row[fixed]}/GPU" if mode == "weak" else f"global {row[fixed]}"
-            ax.plot(pts["gpus"], pts["speedup"], linestyle=STYLE.get(row["strategy"], "-"),
-                    marker=MARKER.get(row["strategy"], "o"), color=colors[row[fixed]],
-                    label=f"{row['strategy'].upper()} {batch_label}{_key_suffix(row, keys)}")
+            ax.plot(
+                pts["gpus"],
+                pts["speedup"],
+                linestyle=STYLE.get(row["strategy"], "-"),
+                marker=MARKER.get(row["strategy"], "o"),
+                color=colors[row[fixed]],
+                label=f"{row['strategy'].upper()} {batch_label}{_key_suffix(row, keys)}",
+            )
             flagged = pts[pts["flags"].str.contains("superlinear", na=False)]
-            ax.scatter(flagged["gpus"], flagged["speedup"], s=160, facecolors="none", edgecolors="red",
-                       zorder=5, label="E > 1 (suspect)" if len(flagged) else None)
+            ax.scatter(
+                flagged["gpus"],
+                flagged["speedup"],
+                s=160,
+                facecolors="none",
+                edgecolors="red",
+                zorder=5,
+                label="E > 1 (suspect)" if len(flagged) else None,
+            )
             if len(model_fit):
-                fit = model_fit[(model_fit["workload"] == workload) & (model_fit["scaling"] == mode)
-                                & (model_fit["strategy"] == row["strategy"])
-                                & (model_fit[fixed] == row[fixed])
-                                & model_fit["kind"].isin(["measured", "prediction"])]
+                fit = model_fit[
+                    (model_fit["workload"] == workload)
+                    & (model_fit["scaling"] == mode)
+                    & (model_fit["strategy"] == row["strategy"])
+                    & (model_fit[fixed] == row[fixed])
+                    & model_fit["kind"].isin(["measured", "prediction"])
+                ]
                 for k in keys:
                     if k in fit:
                         fit = fit[fit[k] == row[k]]
                 if len(fit):
                     fit = fit.sort_values("gpus")
                     all_gpus += list(fit["gpus"])
-                    ax.plot(fit["gpus"], fit["gpus"] * fit["predicted_efficiency"], linestyle=":",
-                            color=colors[row[fixed]], alpha=0.8,
-                            label=f"model: {row['strategy'].upper()} {batch_label} (prediction)")
+                    ax.plot(
+                        fit["gpus"],
+                        fit["gpus"] * fit["predicted_efficiency"],
+                        linestyle=":",
+                        color=colors[row[fixed]],
+                        alpha=0.8,
+                        label=f"model: {row['strategy'].upper()} {batch_label} (prediction)",
+                    )
         top = max(all_gpus) if all_gpus else 1
         ax.plot([1, top], [1, top], color="grey", linewidth=1, label="ideal (linear)")
         _gpu_axis(ax, all_gpus)
@@ -104,8 +126,9 @@ def speedup_plot(scaling: pd.DataFrame, model_fit: pd.DataFrame, keys: Sequence[
     return written
 
 
-def efficiency_plot(scaling: pd.DataFrame, keys: Sequence[str], out_dir: Path,
-                    formats: Sequence[str]) -> list[Path]:
+def efficiency_plot(
+    scaling: pd.DataFrame, keys: Sequence[str], out_dir: Path, formats: Sequence[str]
+) -> list[Path]:
     """Grouped bars of efficiency per GPU count; hatched bars are flagged."""
     written = []
     for (workload, mode), table in scaling.groupby(["workload", "scaling"]):
@@ -124,8 +147,13 @@ def efficiency_plot(scaling: pd.DataFrame, keys: Sequence[str], out_dir: Path,
             x = np.array([gpus.index(g) for g in part["gpus"]]) + (i - (len(series) - 1) / 2) * width
             hatches = ["//" if f else "" for f in part["flags"].str.contains("superlinear", na=False)]
             unit = "/GPU" if mode == "weak" else " global"
-            bars = ax.bar(x, part["efficiency"], width=width, color=colors[values],
-                          label=f"{row['strategy'].upper()} {row[fixed]}{unit}{_key_suffix(row, keys)}")
+            bars = ax.bar(
+                x,
+                part["efficiency"],
+                width=width,
+                color=colors[values],
+                label=f"{row['strategy'].upper()} {row[fixed]}{unit}{_key_suffix(row, keys)}",
+            )
             for bar, hatch in zip(bars, hatches):
                 bar.set_hatch(hatch)
             for xi, e in zip(x, part["efficiency"]):
@@ -142,12 +170,14 @@ def efficiency_plot(scaling: pd.DataFrame, keys: Sequence[str], out_dir: Path,
     return written
 
 
-def throughput_plot(scaling: pd.DataFrame, keys: Sequence[str], out_dir: Path,
-                    formats: Sequence[str]) -> list[Path]:
+def throughput_plot(
+    scaling: pd.DataFrame, keys: Sequence[str], out_dir: Path, formats: Sequence[str]
+) -> list[Path]:
     """Throughput vs per-GPU batch, one line per (strategy, GPUs), IQR as error bars."""
     written = []
-    table_all = scaling.drop_duplicates(subset=["workload", "strategy", "nodes", "gpus", "batch_size_per_gpu",
-                                                *keys])
+    table_all = scaling.drop_duplicates(
+        subset=["workload", "strategy", "nodes", "gpus", "batch_size_per_gpu", *keys]
+    )
     for workload, table in table_all.groupby("workload"):
         fig, ax = plt.subplots(figsize=(7.5, 5))
         colors = _colors(table["gpus"])
@@ -155,13 +185,23 @@ def throughput_plot(scaling: pd.DataFrame, keys: Sequence[str], out_dir: Path,
         for values, part in table.groupby(series_cols, sort=True):
             row = dict(zip(series_cols, values))
             part = part.sort_values("batch_size_per_gpu")
-            err = np.vstack([part["throughput_median"] - part["throughput_q1"],
-                             part["throughput_q3"] - part["throughput_median"]]).clip(min=0)
+            err = np.vstack(
+                [
+                    part["throughput_median"] - part["throughput_q1"],
+                    part["throughput_q3"] - part["throughput_median"],
+                ]
+            ).clip(min=0)
             nodes = f", {row['nodes']} nodes" if row["nodes"] > 1 else ""
-            ax.errorbar(part["batch_size_per_gpu"], part["throughput_median"], yerr=err, capsize=3,
-                        linestyle=STYLE.get(row["strategy"], "-"), marker=MARKER.get(row["strategy"], "o"),
-                        color=colors[row["gpus"]],
-                        label=f"{row['strategy'].upper()} {row['gpus']} GPU{nodes}{_key_suffix(row, keys)}")
+            ax.errorbar(
+                part["batch_size_per_gpu"],
+                part["throughput_median"],
+                yerr=err,
+                capsize=3,
+                linestyle=STYLE.get(row["strategy"], "-"),
+                marker=MARKER.get(row["strategy"], "o"),
+                color=colors[row["gpus"]],
+                label=f"{row['strategy'].upper()} {row['gpus']} GPU{nodes}{_key_suffix(row, keys)}",
+            )
         _log2_batch_axis(ax, table["batch_size_per_gpu"])
         ax.set_xlabel("batch size per GPU (samples)")
         ax.set_ylabel("steady-state throughput (img/s, all GPUs)")
@@ -186,14 +226,23 @@ def convergence_plot(curves: pd.DataFrame, out_dir: Path, formats: Sequence[str]
     written = []
     axes_spec = [("epoch", "epochs completed"), ("samples", "samples seen"), ("time_s", "wall time (s)")]
     for workload, table in curves.groupby("workload"):
-        metrics = [("train", "train/loss"), ("val", table.loc[table["kind"] == "val", "metric"].iloc[0]
-                                              if (table["kind"] == "val").any() else None)]
+        metrics = [
+            ("train", "train/loss"),
+            (
+                "val",
+                table.loc[table["kind"] == "val", "metric"].iloc[0]
+                if (table["kind"] == "val").any()
+                else None,
+            ),
+        ]
         metrics = [(k, m) for k, m in metrics if m]
         fig, grid = plt.subplots(len(metrics), 3, figsize=(15, 4.2 * len(metrics)), squeeze=False)
+
         # Colour tells configurations apart (GPUs, batch, varying keys); the line style tells
         # the strategy, so DP and DDP of one configuration share a colour.
         def colour_key(row: pd.Series) -> str:
             return str(row["config"]).removeprefix(f"{row['strategy']} ")
+
         colors = _colors(table.apply(colour_key, axis=1))
         for r, (kind, metric) in enumerate(metrics):
             part = table[(table["kind"] == kind) & (table["metric"] == metric)].copy()
@@ -205,9 +254,15 @@ def convergence_plot(curves: pd.DataFrame, out_dir: Path, formats: Sequence[str]
                     curve = curve.sort_values(axis)
                     first = curve.iloc[0]
                     color = colors[colour_key(first)]
-                    ax.plot(curve[axis], curve["median"], color=color,
-                            linestyle=STYLE.get(first["strategy"], "-"),
-                            marker="o" if kind == "val" else None, markersize=3, label=config)
+                    ax.plot(
+                        curve[axis],
+                        curve["median"],
+                        color=color,
+                        linestyle=STYLE.get(first["strategy"], "-"),
+                        marker="o" if kind == "val" else None,
+                        markersize=3,
+                        label=config,
+                    )
                     if (curve["n_runs"] > 1).any():
                         ax.fill_between(curve[axis], curve["min"], curve["max"], color=color, alpha=0.2)
                 ax.set_xlabel(axis_label)
@@ -218,8 +273,9 @@ def convergence_plot(curves: pd.DataFrame, out_dir: Path, formats: Sequence[str]
         fig.suptitle(f"{workload}: convergence (median over repeats, band: min–max; DP dashed, DDP solid)")
         # The right margin holds the figure legend (a fixed layout cannot grow the canvas).
         fig.tight_layout(rect=(0, 0, 0.8, 0.97))
-        fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(0.805, 0.95), fontsize=8,
-                   title="configuration")
+        fig.legend(
+            handles, labels, loc="upper left", bbox_to_anchor=(0.805, 0.95), fontsize=8, title="configuration"
+        )
         written.append(save(fig, out_dir, f"convergence-{workload}", formats, laid_out=True))
     return written
 
@@ -232,10 +288,18 @@ def time_to_target_plot(ttt: pd.DataFrame, out_dir: Path, formats: Sequence[str]
         fig, (ax_time, ax_epochs, ax_samples) = plt.subplots(1, 3, figsize=(16, 5))
         y = np.arange(len(table))
         times = table["time_s_median"].fillna(0)
-        err = np.vstack([(table["time_s_median"] - table["time_s_q1"]).fillna(0),
-                         (table["time_s_q3"] - table["time_s_median"]).fillna(0)]).clip(min=0)
-        ax_time.barh(y, times, xerr=err, color=["tab:blue" if s == "reached" else "tab:orange"
-                                                  for s in table["status"]])
+        err = np.vstack(
+            [
+                (table["time_s_median"] - table["time_s_q1"]).fillna(0),
+                (table["time_s_q3"] - table["time_s_median"]).fillna(0),
+            ]
+        ).clip(min=0)
+        ax_time.barh(
+            y,
+            times,
+            xerr=err,
+            color=["tab:blue" if s == "reached" else "tab:orange" for s in table["status"]],
+        )
         for yi, t, status in zip(y, table["time_s_median"], table["status"]):
             text = f"{t:.3g} s" if np.isfinite(t) else "not reached"
             partly = "" if status in ("reached", "not reached") else f" ({status})"
@@ -245,12 +309,19 @@ def time_to_target_plot(ttt: pd.DataFrame, out_dir: Path, formats: Sequence[str]
         ax_time.set_xlabel("wall time to target (s)")
         target = table["target"].iloc[0]
         ax_time.set_title(f"time to {table['metric'].iloc[0]} ≥ {target:.3g}")
-        for ax, column, label in ((ax_epochs, "epochs_median", "epochs to target"),
-                                  (ax_samples, "samples_median", "samples to target")):
+        for ax, column, label in (
+            (ax_epochs, "epochs_median", "epochs to target"),
+            (ax_samples, "samples_median", "samples to target"),
+        ):
             for strategy, part in table.groupby("strategy"):
                 part = part.groupby("global_batch")[column].median().dropna()
-                ax.plot(part.index, part.values, linestyle=STYLE.get(strategy, "-"),
-                        marker=MARKER.get(strategy, "o"), label=strategy.upper())
+                ax.plot(
+                    part.index,
+                    part.values,
+                    linestyle=STYLE.get(strategy, "-"),
+                    marker=MARKER.get(strategy, "o"),
+                    label=strategy.upper(),
+                )
             _log2_batch_axis(ax, table["global_batch"])
             ax.set_xlabel("global batch (samples per step)")
             ax.set_ylabel(label + (" (samples)" if column == "samples_median" else " (epochs)"))
@@ -269,18 +340,29 @@ def by_key_plot(comparison: pd.DataFrame, key: str, out_dir: Path, formats: Sequ
     written = []
     safe_key = key.replace(".", "_").replace("/", "_")
     for workload, table in comparison.groupby("workload"):
-        panels = [("throughput_median", "throughput (img/s)"), ("data_wait_share", "data-wait share (0–1)"),
-                  ("epoch_s", "epoch time (s)"), ("best_median", "best primary metric")]
+        panels = [
+            ("throughput_median", "throughput (img/s)"),
+            ("data_wait_share", "data-wait share (0–1)"),
+            ("epoch_s", "epoch time (s)"),
+            ("best_median", "best primary metric"),
+        ]
         fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.2))
-        numeric = pd.api.types.is_numeric_dtype(pd.to_numeric(table[key], errors="coerce").dropna()) and \
-            pd.to_numeric(table[key], errors="coerce").notna().all()
+        numeric = (
+            pd.api.types.is_numeric_dtype(pd.to_numeric(table[key], errors="coerce").dropna())
+            and pd.to_numeric(table[key], errors="coerce").notna().all()
+        )
         values = sorted(table[key].unique(), key=lambda v: (str(type(v)), v))
         for ax, (column, label) in zip(axes, panels):
             for (strategy, gpus), part in table.groupby(["strategy", "gpus"]):
                 part = part.set_index(key).reindex(values)
                 x = np.asarray(values, dtype=float) if numeric else np.arange(len(values))
-                ax.plot(x, part[column], linestyle=STYLE.get(strategy, "-"), marker=MARKER.get(strategy, "o"),
-                        label=f"{strategy.upper()} {gpus} GPU")
+                ax.plot(
+                    x,
+                    part[column],
+                    linestyle=STYLE.get(strategy, "-"),
+                    marker=MARKER.get(strategy, "o"),
+                    label=f"{strategy.upper()} {gpus} GPU",
+                )
             if not numeric:
                 ax.set_xticks(range(len(values)))
                 ax.set_xticklabels([str(v) for v in values], rotation=20)

@@ -1,4 +1,5 @@
 """``--push-wandb``: the analysis as one W&B run (job_type=analysis) in the sweep's group."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -34,8 +35,9 @@ def _most_common(values: pd.Series) -> str:
     return counts.most_common(1)[0][0] if counts else ""
 
 
-def push_to_wandb(result: ReportResult, wandb_path: str | None = None,
-                  group: str | None = None) -> Path | None:
+def push_to_wandb(
+    result: ReportResult, wandb_path: str | None = None, group: str | None = None
+) -> Path | None:
     """Log the CSV tables as ``wandb.Table`` and the PNG plots as ``wandb.Image``.
     The mode comes from ``WANDB_MODE`` (offline writes ``<out>/wandb/offline-run-*``).
     Returns the local run directory."""
@@ -47,13 +49,26 @@ def push_to_wandb(result: ReportResult, wandb_path: str | None = None,
         entity, _, project = wandb_path.rpartition("/")
     project = project or _most_common(runs.get("wandb_project", pd.Series(dtype=object))) or DEFAULT_PROJECT
     entity_or_none = entity or _most_common(runs.get("wandb_entity", pd.Series(dtype=object))) or None
-    group = group or _most_common(runs.get("wandb_group", pd.Series(dtype=object))) or \
-        _most_common(runs.get("sweep", pd.Series(dtype=object))) or None
-    run = wandb.init(project=project, entity=entity_or_none, group=group, job_type="analysis",
-                     name=f"analysis-{group}" if group else "analysis", dir=str(result.out_dir),
-                     config={"sources": [str(p) for p in result.analysis.runset.manifests] or None,
-                             "by": list(result.analysis.options.by),
-                             "targets": result.analysis.targets}, reinit="finish_previous")
+    group = (
+        group
+        or _most_common(runs.get("wandb_group", pd.Series(dtype=object)))
+        or _most_common(runs.get("sweep", pd.Series(dtype=object)))
+        or None
+    )
+    run = wandb.init(
+        project=project,
+        entity=entity_or_none,
+        group=group,
+        job_type="analysis",
+        name=f"analysis-{group}" if group else "analysis",
+        dir=str(result.out_dir),
+        config={
+            "sources": [str(p) for p in result.analysis.runset.manifests] or None,
+            "by": list(result.analysis.options.by),
+            "targets": result.analysis.targets,
+        },
+        reinit="finish_previous",
+    )
     try:
         for name, path in result.csvs.items():
             table = pd.read_csv(path)

@@ -1,4 +1,5 @@
 """``build_report``: tables as CSV, plots and ``report.md`` for a sweep."""
+
 from __future__ import annotations
 
 import os
@@ -21,13 +22,23 @@ def default_out_dir(sources: Sequence[str | os.PathLike]) -> Path:
     return Path(sources[0]) / "analysis" if sources else Path("reports") / "analysis"
 
 
-def build_report(sources: Sequence[str | os.PathLike] = (), out_dir: str | os.PathLike | None = None, *,
-                 wandb_path: str | None = None, group: str | None = None,
-                 cache_dir: str | os.PathLike | None = None, refresh: bool = False, by: Sequence[str] = (),
-                 target: float | None = None, target_fraction: float | None = None,
-                 data_bound_threshold: float = 0.2, predict_gpus: Sequence[int] = (16, 64, 256),
-                 formats: Sequence[str] = FORMATS, push_wandb: bool = False,
-                 commbench: Sequence[str | os.PathLike] = ()) -> ReportResult:
+def build_report(
+    sources: Sequence[str | os.PathLike] = (),
+    out_dir: str | os.PathLike | None = None,
+    *,
+    wandb_path: str | None = None,
+    group: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    refresh: bool = False,
+    by: Sequence[str] = (),
+    target: float | None = None,
+    target_fraction: float | None = None,
+    data_bound_threshold: float = 0.2,
+    predict_gpus: Sequence[int] = (16, 64, 256),
+    formats: Sequence[str] = FORMATS,
+    push_wandb: bool = False,
+    commbench: Sequence[str | os.PathLike] = (),
+) -> ReportResult:
     """Load runs from sweep/run directories and/or W&B, analyse them and write
     ``scaling.csv``, ``convergence.csv``, ``time_to_target.csv``, ``model_fit.csv``,
     ``runs.csv``, the plots and ``report.md`` into ``out_dir``."""
@@ -37,23 +48,36 @@ def build_report(sources: Sequence[str | os.PathLike] = (), out_dir: str | os.Pa
         raise AnalysisError(f"--format {','.join(formats)}: choose from {', '.join(FORMATS)}")
     if target is not None and target_fraction is not None:
         raise AnalysisError("give either --target or --target-fraction, not both")
-    runset = load_sources(list(sources), wandb_path=wandb_path, group=group, cache_dir=cache_dir,
-                          refresh=refresh)
-    options = Options(by=list(by), target=target, target_fraction=target_fraction,
-                      data_bound_threshold=data_bound_threshold, predict_gpus=list(predict_gpus),
-                      # commbench.json files given, and any inside the sweep directories
-                      commbench=[str(p) for p in (*commbench, *sources)])
+    runset = load_sources(
+        list(sources), wandb_path=wandb_path, group=group, cache_dir=cache_dir, refresh=refresh
+    )
+    options = Options(
+        by=list(by),
+        target=target,
+        target_fraction=target_fraction,
+        data_bound_threshold=data_bound_threshold,
+        predict_gpus=list(predict_gpus),
+        # commbench.json files given, and any inside the sweep directories
+        commbench=[str(p) for p in (*commbench, *sources)],
+    )
     analysis = analyze(runset, options)
     out = Path(out_dir) if out_dir is not None else default_out_dir(list(sources))
     out.mkdir(parents=True, exist_ok=True)
     csvs = write_csvs(analysis, out)
     stems = render_plots(analysis, out, formats)
     report = out / "report.md"
-    report.write_text(render_markdown(analysis, stems, formats, sources=[str(s) for s in sources],
-                                      wandb_path=wandb_path, group=group))
-    result = ReportResult(out_dir=out, report=report, csvs=csvs,
-                          plots={k: [Path(f"{s}.{f}") for s in v for f in formats] for k, v in stems.items()},
-                          analysis=analysis)
+    report.write_text(
+        render_markdown(
+            analysis, stems, formats, sources=[str(s) for s in sources], wandb_path=wandb_path, group=group
+        )
+    )
+    result = ReportResult(
+        out_dir=out,
+        report=report,
+        csvs=csvs,
+        plots={k: [Path(f"{s}.{f}") for s in v for f in formats] for k, v in stems.items()},
+        analysis=analysis,
+    )
     if push_wandb:
         result.wandb_run_dir = push_to_wandb(result, wandb_path=wandb_path, group=group)
     return result
@@ -80,8 +104,22 @@ def write_csvs(analysis: Analysis, out: Path) -> dict[str, Path]:
 def runs_table(analysis: Analysis) -> pd.DataFrame:
     """Every run with its state and, for excluded runs, why."""
     runs = analysis.runset.runs
-    columns = ["run_name", "sweep", "workload", "strategy", "nodes", "gpus", "batch_size_per_gpu",
-               "global_batch", "seed", "state", "included", "exclude_reason", "error", "run_dir"]
+    columns = [
+        "run_name",
+        "sweep",
+        "workload",
+        "strategy",
+        "nodes",
+        "gpus",
+        "batch_size_per_gpu",
+        "global_batch",
+        "seed",
+        "state",
+        "included",
+        "exclude_reason",
+        "error",
+        "run_dir",
+    ]
     table = runs[[c for c in columns if c in runs]].copy()
     stats = analysis.per_run.rename(columns={"run_id": "_id"})
     table["_id"] = runs["run_id"]
@@ -91,8 +129,9 @@ def runs_table(analysis: Analysis) -> pd.DataFrame:
 def render_plots(analysis: Analysis, out: Path, formats: Sequence[str]) -> dict[str, list[Path]]:
     stems: dict[str, list[Path]] = {}
     if len(analysis.scaling):
-        stems["speedup"] = plots.speedup_plot(analysis.scaling, analysis.model_fit, analysis.keys, out,
-                                              formats)
+        stems["speedup"] = plots.speedup_plot(
+            analysis.scaling, analysis.model_fit, analysis.keys, out, formats
+        )
         stems["efficiency"] = plots.efficiency_plot(analysis.scaling, analysis.keys, out, formats)
         stems["throughput"] = plots.throughput_plot(analysis.scaling, analysis.keys, out, formats)
     if len(analysis.curves):

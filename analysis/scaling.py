@@ -8,6 +8,7 @@ X(N)/(N·X(1)) with X(1) measured at the same global batch on one GPU. Every
 other varying config key must match too. A baseline that was not measured is
 reported missing, never substituted (not even by the ``single`` strategy).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -17,11 +18,36 @@ import pandas as pd
 
 from analysis.throughput import IDENTITY, MEASURED, UNSET
 
-SCALING_COLUMNS = ["workload", "strategy", "scaling", "nodes", "gpus", "batch_size_per_gpu", "global_batch",
-                   "n_runs", "throughput_median", "throughput_q1", "throughput_q3", "speedup", "efficiency",
-                   "ddp_over_dp", "flags"]
-EXTRA_COLUMNS = ["compute_efficiency", "compute_median", "data_wait_share", "diagnosis", "n_hosts",
-                 "iqr_over", "baseline", "step_s", "epoch_s", "num_params", *MEASURED]
+SCALING_COLUMNS = [
+    "workload",
+    "strategy",
+    "scaling",
+    "nodes",
+    "gpus",
+    "batch_size_per_gpu",
+    "global_batch",
+    "n_runs",
+    "throughput_median",
+    "throughput_q1",
+    "throughput_q3",
+    "speedup",
+    "efficiency",
+    "ddp_over_dp",
+    "flags",
+]
+EXTRA_COLUMNS = [
+    "compute_efficiency",
+    "compute_median",
+    "data_wait_share",
+    "diagnosis",
+    "n_hosts",
+    "iqr_over",
+    "baseline",
+    "step_s",
+    "epoch_s",
+    "num_params",
+    *MEASURED,
+]
 
 SUPERLINEAR = "superlinear-suspect"
 MISSING_BASELINE = "missing-baseline"
@@ -34,9 +60,12 @@ def _series_key(row: pd.Series | dict, scaling: str, keys: Sequence[str]) -> tup
     return (row["workload"], row["strategy"], row[fixed], *(row[k] for k in keys))
 
 
-def scaling_table(configs: pd.DataFrame, keys: Sequence[str] = (),
-                  data_bound_threshold: float = 0.2,
-                  efficiency_threshold: float = EFFICIENCY_THRESHOLD) -> pd.DataFrame:
+def scaling_table(
+    configs: pd.DataFrame,
+    keys: Sequence[str] = (),
+    data_bound_threshold: float = 0.2,
+    efficiency_threshold: float = EFFICIENCY_THRESHOLD,
+) -> pd.DataFrame:
     """One row per (configuration, scaling mode) with speedup, efficiency and flags.
 
     ``configs`` is ``throughput.aggregate_configs``'s table; ``keys`` the config
@@ -57,8 +86,10 @@ def scaling_table(configs: pd.DataFrame, keys: Sequence[str] = (),
     table = pd.DataFrame(rows)
     _add_ddp_over_dp(table, keys)
     table["flags"] = table["flags"].map(lambda f: ";".join(f))
-    table = table.sort_values(["workload", "scaling", "strategy", "batch_size_per_gpu", "global_batch",
-                               *keys, "nodes", "gpus"], key=_sort_key).reset_index(drop=True)
+    table = table.sort_values(
+        ["workload", "scaling", "strategy", "batch_size_per_gpu", "global_batch", *keys, "nodes", "gpus"],
+        key=_sort_key,
+    ).reset_index(drop=True)
     return table[SCALING_COLUMNS + list(keys) + EXTRA_COLUMNS]
 
 
@@ -104,8 +135,14 @@ def _baseline(rec: dict, mode: str, index: dict, keys: Sequence[str]) -> dict | 
     return (same_label or candidates)[0]
 
 
-def _scaling_row(rec: dict, mode: str, base: dict | None, keys: Sequence[str],
-                 data_bound_threshold: float, efficiency_threshold: float) -> dict:
+def _scaling_row(
+    rec: dict,
+    mode: str,
+    base: dict | None,
+    keys: Sequence[str],
+    data_bound_threshold: float,
+    efficiency_threshold: float,
+) -> dict:
     n = rec["gpus"]
     flags: list[str] = []
     if base is None or not np.isfinite(base["throughput_median"]):
@@ -116,9 +153,11 @@ def _scaling_row(rec: dict, mode: str, base: dict | None, keys: Sequence[str],
         speedup = rec["throughput_median"] / base["throughput_median"]
         efficiency = speedup / n
         compute_eff = rec["compute_median"] / (n * base["compute_median"])
-        baseline = (f"{base['strategy']} 1 GPU, {base['batch_size_per_gpu']}/GPU, global "
-                    f"{base['global_batch']}: {base['throughput_median']:.4g} img/s ({base['n_runs']} run"
-                    f"{'s' if base['n_runs'] != 1 else ''})")
+        baseline = (
+            f"{base['strategy']} 1 GPU, {base['batch_size_per_gpu']}/GPU, global "
+            f"{base['global_batch']}: {base['throughput_median']:.4g} img/s ({base['n_runs']} run"
+            f"{'s' if base['n_runs'] != 1 else ''})"
+        )
         if efficiency > 1.0:
             flags.append(SUPERLINEAR)
     if rec["steady_flag"]:
@@ -130,19 +169,34 @@ def _scaling_row(rec: dict, mode: str, base: dict | None, keys: Sequence[str],
     elif rec["nodes"] > 1:
         flags.append(f"{rec['nodes']} nodes, hosts not recorded")
     row = {k: rec[k] for k in (*IDENTITY, *keys)}
-    row.update(scaling=mode, n_runs=rec["n_runs"], throughput_median=rec["throughput_median"],
-               throughput_q1=rec["throughput_q1"], throughput_q3=rec["throughput_q3"], speedup=speedup,
-               efficiency=efficiency, ddp_over_dp=float("nan"), flags=flags, compute_efficiency=compute_eff,
-               compute_median=rec["compute_median"], data_wait_share=rec["data_wait_share"],
-               n_hosts=rec["n_hosts"], iqr_over=rec["iqr_over"], baseline=baseline, step_s=rec["step_s"],
-               epoch_s=rec["epoch_s"], num_params=rec["num_params"],
-               **{k: rec.get(k, float("nan")) for k in MEASURED})
+    row.update(
+        scaling=mode,
+        n_runs=rec["n_runs"],
+        throughput_median=rec["throughput_median"],
+        throughput_q1=rec["throughput_q1"],
+        throughput_q3=rec["throughput_q3"],
+        speedup=speedup,
+        efficiency=efficiency,
+        ddp_over_dp=float("nan"),
+        flags=flags,
+        compute_efficiency=compute_eff,
+        compute_median=rec["compute_median"],
+        data_wait_share=rec["data_wait_share"],
+        n_hosts=rec["n_hosts"],
+        iqr_over=rec["iqr_over"],
+        baseline=baseline,
+        step_s=rec["step_s"],
+        epoch_s=rec["epoch_s"],
+        num_params=rec["num_params"],
+        **{k: rec.get(k, float("nan")) for k in MEASURED},
+    )
     row["diagnosis"] = diagnose(row, data_bound_threshold, efficiency_threshold)
     return row
 
 
-def diagnose(row: dict, data_bound_threshold: float = 0.2,
-             efficiency_threshold: float = EFFICIENCY_THRESHOLD) -> str:
+def diagnose(
+    row: dict, data_bound_threshold: float = 0.2, efficiency_threshold: float = EFFICIENCY_THRESHOLD
+) -> str:
     """data-bound: the loader's wait is above the threshold share of the step, or
     the step without data wait scales while the whole step does not.
     With the measured exposed-communication share (DDP runs log ``time/comm_exposed_share``):

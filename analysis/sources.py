@@ -1,4 +1,5 @@
 """Runs from every kind of source (run directories, W&B) in one RunSet."""
+
 from __future__ import annotations
 
 import os
@@ -31,9 +32,13 @@ def combine(parts: Sequence[RunSet]) -> RunSet:
     return out
 
 
-def load_sources(paths: Sequence[str | os.PathLike] = (), wandb_path: str | None = None,
-                 group: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 refresh: bool = False) -> RunSet:
+def load_sources(
+    paths: Sequence[str | os.PathLike] = (),
+    wandb_path: str | None = None,
+    group: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    refresh: bool = False,
+) -> RunSet:
     """Runs from run/sweep directories and/or a W&B group, in one RunSet."""
     parts = []
     if paths:

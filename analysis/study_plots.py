@@ -13,6 +13,7 @@ training code).
 | hrnet_dp_epoch_time | time per epoch vs GPUs, one line per per-GPU batch (and strategy) |
 | hrnet_batch_convergence | AP vs epoch and vs wall time per global batch, time to target marked |
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,15 +80,24 @@ def optimizer_convergence(runset: RunSet, out: Path) -> Path:
     for i, (_, run) in enumerate(runs.sort_values("TRAIN.OPTIMIZER").iterrows()):
         colour = colours[i % len(colours)]
         label = f"{run['TRAIN.OPTIMIZER']} (lr {run['TRAIN.LR']:g})"
-        panels = (("epoch", "train/loss", ax_loss, "-"), ("val", "val/loss", ax_loss, "--"),
-                  ("epoch", "train/acc", ax_acc, "-"), ("val", "val/accuracy", ax_acc, "--"))
+        panels = (
+            ("epoch", "train/loss", ax_loss, "-"),
+            ("val", "val/loss", ax_loss, "--"),
+            ("epoch", "train/acc", ax_acc, "-"),
+            ("val", "val/accuracy", ax_acc, "--"),
+        )
         for kind, column, ax, style in panels:
             frame = _records(runset, kind, column)
             frame = frame[frame["run_id"] == run["run_id"]]
             if len(frame):
                 # Epoch records are written at the end of epoch e: plot them at e + 1 like validation.
-                ax.plot(frame["epoch"] + 1, frame[column], style, color=colour,
-                        label=label if style == "-" else None)
+                ax.plot(
+                    frame["epoch"] + 1,
+                    frame[column],
+                    style,
+                    color=colour,
+                    label=label if style == "-" else None,
+                )
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (train solid, val dashed)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (train solid, val dashed)")
     ax_acc.legend(fontsize=8)
@@ -106,9 +116,14 @@ def data_wait_vs_workers(runset: RunSet, out: Path) -> Path:
     rows = []
     for _, run in runs.iterrows():
         windows = train[train["run_id"] == run["run_id"]]["time/data_wait_share"]
-        rows.append({"workers": int(run["DATA.NUM_WORKERS"]), "strategy": run["DIST.STRATEGY"],
-                     "window": windows.median() if len(windows) else float("nan"),
-                     "epoch": _final_epoch_value(runset, run["run_id"], "epoch", "time/data_wait_share")})
+        rows.append(
+            {
+                "workers": int(run["DATA.NUM_WORKERS"]),
+                "strategy": run["DIST.STRATEGY"],
+                "window": windows.median() if len(windows) else float("nan"),
+                "epoch": _final_epoch_value(runset, run["run_id"], "epoch", "time/data_wait_share"),
+            }
+        )
     table = pd.DataFrame(rows).sort_values("workers")
     fig, ax = plt.subplots(figsize=(6, 4))
     for strategy, group in table.groupby("strategy"):
@@ -129,8 +144,13 @@ def amp_time_and_accuracy(runset: RunSet, out: Path) -> Path:
     rows = []
     for _, run in runs.iterrows():
         times = epochs[epochs["run_id"] == run["run_id"]]["time/epoch_s"]
-        rows.append({"amp": run["TRAIN.AMP"], "epoch_s": times.median() if len(times) else float("nan"),
-                     "accuracy": _final_epoch_value(runset, run["run_id"], "val", "val/accuracy")})
+        rows.append(
+            {
+                "amp": run["TRAIN.AMP"],
+                "epoch_s": times.median() if len(times) else float("nan"),
+                "accuracy": _final_epoch_value(runset, run["run_id"], "val", "val/accuracy"),
+            }
+        )
     order = {"none": 0, "fp16": 1, "bf16": 2}
     table = pd.DataFrame(rows).groupby("amp", as_index=False).mean(numeric_only=True)
     table = table.sort_values("amp", key=lambda s: s.map(order))
@@ -152,16 +172,24 @@ def epoch_time_vs_gpus(runset: RunSet, out: Path) -> Path:
     rows = []
     for _, run in runs.iterrows():
         times = epochs[epochs["run_id"] == run["run_id"]]["time/epoch_s"]
-        rows.append({"gpus": int(run["DIST.GPUS"]), "batch": int(run["TRAIN.BATCH_SIZE_PER_GPU"]),
-                     "strategy": run["DIST.STRATEGY"],
-                     "epoch_s": times.median() if len(times) else float("nan")})
-    table = pd.DataFrame(rows).groupby(["batch", "gpus"], as_index=False).agg(
-        epoch_s=("epoch_s", "median"), strategy=("strategy", lambda s: "/".join(sorted(set(s)))))
+        rows.append(
+            {
+                "gpus": int(run["DIST.GPUS"]),
+                "batch": int(run["TRAIN.BATCH_SIZE_PER_GPU"]),
+                "strategy": run["DIST.STRATEGY"],
+                "epoch_s": times.median() if len(times) else float("nan"),
+            }
+        )
+    table = (
+        pd.DataFrame(rows)
+        .groupby(["batch", "gpus"], as_index=False)
+        .agg(epoch_s=("epoch_s", "median"), strategy=("strategy", lambda s: "/".join(sorted(set(s)))))
+    )
     fig, ax = plt.subplots(figsize=(6, 4))
     for batch, group in table.groupby("batch"):
         group = group.sort_values("gpus")
         strategies = ", ".join(f"{g}: {st}" for g, st in zip(group["gpus"], group["strategy"], strict=True))
-        line, = ax.plot(group["gpus"], group["epoch_s"], "o-", label=f"{batch} per GPU ({strategies})")
+        (line,) = ax.plot(group["gpus"], group["epoch_s"], "o-", label=f"{batch} per GPU ({strategies})")
         base = group.iloc[0]
         ax.plot(group["gpus"], base["epoch_s"] * base["gpus"] / group["gpus"], ":", color=line.get_color())
     ax.set(xlabel="GPUs", ylabel="time per epoch (s)", title="epoch time vs GPUs (dotted: ideal)")
@@ -170,8 +198,9 @@ def epoch_time_vs_gpus(runset: RunSet, out: Path) -> Path:
     return _save(fig, out)
 
 
-def ap_vs_epoch_and_time(runset: RunSet, out: Path, metric: str = "val/AP",
-                         target: float | None = None) -> Path:
+def ap_vs_epoch_and_time(
+    runset: RunSet, out: Path, metric: str = "val/AP", target: float | None = None
+) -> Path:
     """``metric`` vs epoch (left) and vs wall time (right), one line per global batch;
     the first time each run reaches ``target`` (default: 90% of the best value seen)
     is marked and given in the legend."""
@@ -182,8 +211,9 @@ def ap_vs_epoch_and_time(runset: RunSet, out: Path, metric: str = "val/AP",
         raise ValueError(f"no validation records with {metric}")
     goal = target if target is not None else 0.9 * float(val[metric].max())
     fig, (ax_epoch, ax_time) = plt.subplots(1, 2, figsize=(10, 4))
-    for _, run in runs.sort_values("global_batch" if "global_batch" in runs else "TRAIN.BATCH_SIZE_PER_GPU"
-                                   ).iterrows():
+    for _, run in runs.sort_values(
+        "global_batch" if "global_batch" in runs else "TRAIN.BATCH_SIZE_PER_GPU"
+    ).iterrows():
         frame = val[val["run_id"] == run["run_id"]]
         if frame.empty:
             continue
@@ -193,12 +223,14 @@ def ap_vs_epoch_and_time(runset: RunSet, out: Path, metric: str = "val/AP",
         clock = "time" if "time" in frame.columns else "elapsed"
         hours = frame[clock] / 3600.0
         when = f"at {reached[clock].iloc[0] / 60:.1f} min" if len(reached) else "not reached"
-        line, = ax_epoch.plot(frame["epoch"] + 1, frame[metric], "o-",
-                              label=f"global batch {global_batch} (target {when})")
+        (line,) = ax_epoch.plot(
+            frame["epoch"] + 1, frame[metric], "o-", label=f"global batch {global_batch} (target {when})"
+        )
         ax_time.plot(hours, frame[metric], "o-", color=line.get_color())
         if len(reached):
-            ax_time.plot(reached[clock].iloc[0] / 3600.0, reached[metric].iloc[0], "*", ms=14,
-                         color=line.get_color())
+            ax_time.plot(
+                reached[clock].iloc[0] / 3600.0, reached[metric].iloc[0], "*", ms=14, color=line.get_color()
+            )
     for ax in (ax_epoch, ax_time):
         ax.axhline(goal, color="grey", ls=":", lw=1)
     ax_epoch.set(xlabel="epoch", ylabel=metric, title=f"{metric} vs epoch (dotted: target {goal:.3g})")
@@ -218,8 +250,10 @@ STUDIES: dict[str, Callable[[RunSet, Path], Path]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.study_plots",
-                                     description="Draw a shipped study's figure from its sweep directory.")
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.study_plots",
+        description="Draw a shipped study's figure from its sweep directory.",
+    )
     parser.add_argument("study", choices=sorted(STUDIES))
     parser.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR")
     parser.add_argument("--out", required=True, metavar="FILE.png", help="the figure file to write")

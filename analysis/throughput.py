@@ -7,6 +7,7 @@ their seed are repeats of one configuration; a configuration's throughput is the
 median over its repeats, with the interquartile range over the repeats (over the
 steady records when there is a single run).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -35,8 +36,12 @@ UNSET = "<unset>"
 NO_STEADY = "no-steady-state"
 # Step-breakdown and FLOP figures (medians of steady records): column -> metric. Absent in older
 # runs (and comm_* outside DDP, mfu off GPUs with a known peak): the column is then NaN.
-MEASURED = {"comm_share": "time/comm_share", "comm_exposed_share": "time/comm_exposed_share",
-            "tflops_per_s": "perf/tflops_per_s", "mfu": "perf/mfu"}
+MEASURED = {
+    "comm_share": "time/comm_share",
+    "comm_exposed_share": "time/comm_exposed_share",
+    "tflops_per_s": "perf/tflops_per_s",
+    "mfu": "perf/mfu",
+}
 
 
 def run_throughput(runset: RunSet) -> pd.DataFrame:
@@ -47,9 +52,14 @@ def run_throughput(runset: RunSet) -> pd.DataFrame:
     has_steady = steady.groupby(train["run_id"]).transform("any").astype(bool)
     used = train[steady | ~has_steady]
     out = pd.DataFrame(index=ids)
-    for name, column, q in (("throughput_median", IMG_PER_S, 0.5), ("throughput_q1", IMG_PER_S, 0.25),
-                            ("throughput_q3", IMG_PER_S, 0.75), ("compute_median", COMPUTE_IMG_PER_S, 0.5),
-                            ("data_wait_share", DATA_WAIT_SHARE, 0.5), ("step_s", STEP_S, 0.5)):
+    for name, column, q in (
+        ("throughput_median", IMG_PER_S, 0.5),
+        ("throughput_q1", IMG_PER_S, 0.25),
+        ("throughput_q3", IMG_PER_S, 0.75),
+        ("compute_median", COMPUTE_IMG_PER_S, 0.5),
+        ("data_wait_share", DATA_WAIT_SHARE, 0.5),
+        ("step_s", STEP_S, 0.5),
+    ):
         out[name] = _grouped_quantile(used, column, q).reindex(ids)
     for name, column in MEASURED.items():
         out[name] = _grouped_quantile(used, column, 0.5).reindex(ids)
@@ -89,12 +99,14 @@ def varying_config_keys(runs: pd.DataFrame, extra: Sequence[str] = ()) -> list[s
 
 def hashable(column: pd.Series) -> pd.Series:
     """A column usable as a group key: missing values read ``<unset>``, lists are tuples."""
+
     def fix(v: object) -> object:
         if isinstance(v, list):
             return tuple(v)
         if v is None or (isinstance(v, float) and np.isnan(v)):
             return UNSET
         return v
+
     return column.map(fix).astype(object)
 
 
@@ -115,8 +127,10 @@ def aggregate_configs(runset: RunSet, per_run: pd.DataFrame, keys: Sequence[str]
         row["n_runs"] = len(group)
         row["throughput_median"] = float(medians.median()) if len(medians) else float("nan")
         if len(medians) >= 2:
-            row["throughput_q1"], row["throughput_q3"] = (float(medians.quantile(0.25)),
-                                                          float(medians.quantile(0.75)))
+            row["throughput_q1"], row["throughput_q3"] = (
+                float(medians.quantile(0.25)),
+                float(medians.quantile(0.75)),
+            )
             row["iqr_over"] = "runs"
         else:
             row["throughput_q1"] = float(group["throughput_q1"].iloc[0])

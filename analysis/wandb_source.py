@@ -6,6 +6,7 @@ sampled ``history()``). Each run is cached as JSON under
 ``<cache>/<entity>_<project>/<run id>.json``; a later analysis reads the cache
 unless ``refresh`` is set or the run was still running when it was cached.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,15 +22,27 @@ from harness import runformat as rf
 from harness.runformat import flatten
 
 # W&B run states -> run-format states.
-STATES = {"finished": rf.COMPLETED, "failed": rf.FAILED, "crashed": rf.FAILED, "killed": rf.CANCELLED,
-          "running": rf.RUNNING, "pending": rf.PENDING, "preempted": rf.PREEMPTED}
+STATES = {
+    "finished": rf.COMPLETED,
+    "failed": rf.FAILED,
+    "crashed": rf.FAILED,
+    "killed": rf.CANCELLED,
+    "running": rf.RUNNING,
+    "pending": rf.PENDING,
+    "preempted": rf.PREEMPTED,
+}
 FINAL_STATES = {"finished", "failed", "crashed", "killed"}
 # Used only when a run's config does not say which metric is primary.
 PRIMARY_BY_WORKLOAD = {"fer": ("val/accuracy", True), "pose": ("val/AP", True)}
 
 
-def load_wandb(path: str, group: str | None = None, cache_dir: str | os.PathLike | None = None,
-               refresh: bool = False, api: Any = None) -> RunSet:
+def load_wandb(
+    path: str,
+    group: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    refresh: bool = False,
+    api: Any = None,
+) -> RunSet:
     """Runs of ``path`` (``ENTITY/PROJECT``), optionally one group, as a RunSet.
     ``api``: an object with ``wandb.Api``'s ``runs`` method (default: ``wandb.Api()``)."""
     if not re.fullmatch(r"[^/\s]+/[^/\s]+", path or ""):
@@ -66,9 +79,14 @@ def _cached_or_fetched(run: Any, cache: Path, refresh: bool) -> dict:
         if data and data.get("wandb_state") in FINAL_STATES:
             return data
     data = {
-        "id": run.id, "name": run.name, "group": getattr(run, "group", "") or "", "wandb_state": run.state,
-        "config": _plain(dict(run.config)), "summary": _plain(dict(run.summary)),
-        "history": [_plain(dict(row)) for row in run.scan_history()], "fetched_at": time.time(),
+        "id": run.id,
+        "name": run.name,
+        "group": getattr(run, "group", "") or "",
+        "wandb_state": run.state,
+        "config": _plain(dict(run.config)),
+        "summary": _plain(dict(run.summary)),
+        "history": [_plain(dict(row)) for row in run.scan_history()],
+        "fetched_at": time.time(),
     }
     tmp = file.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
@@ -87,9 +105,15 @@ def map_run(data: dict, path: str) -> tuple[dict, list[dict]]:
     flat = flatten(config, lists_as_tuples=True)
     from_config = rf.run_fields_from_config(flat)
     identity: dict[str, Any] = config["run"] if isinstance(config.get("run"), dict) else {}
-    row: dict[str, Any] = {"run_id": f"wandb:{path}/{data['id']}", "source": "wandb", "run_dir": "",
-                           **IDENTITY_DEFAULTS, "run_name": data.get("name") or data["id"],
-                           "wandb_group": data.get("group", ""), "wandb_id": data["id"]}
+    row: dict[str, Any] = {
+        "run_id": f"wandb:{path}/{data['id']}",
+        "source": "wandb",
+        "run_dir": "",
+        **IDENTITY_DEFAULTS,
+        "run_name": data.get("name") or data["id"],
+        "wandb_group": data.get("group", ""),
+        "wandb_id": data["id"],
+    }
     for key in IDENTITY_DEFAULTS:
         for source in (identity.get(key), flat.get(key), flat.get(f"derived/{key}"), from_config.get(key)):
             if source is not None:
@@ -143,8 +167,13 @@ def _records(rows: list[dict], flat: dict[str, Any]) -> list[dict]:
             else:
                 continue
         record["kind"] = kind
-        for logged, key in (("trainer/step", "step"), ("trainer/samples", "samples"),
-                            ("trainer/time", "time"), ("_runtime", "time"), ("trainer/steady", "steady")):
+        for logged, key in (
+            ("trainer/step", "step"),
+            ("trainer/samples", "samples"),
+            ("trainer/time", "time"),
+            ("_runtime", "time"),
+            ("trainer/steady", "steady"),
+        ):
             if logged in record:
                 record.setdefault(key, record[logged])
         if kind == "epoch":

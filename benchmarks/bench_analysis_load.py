@@ -4,6 +4,7 @@ Run from the repository root: ``.venv/bin/python -m benchmarks.bench_analysis_lo
 Prints runs/s for loading (run.json, status.json, config.yaml, metrics.jsonl of every
 run) and for the whole table computation (``analysis.pipeline.analyze``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,12 @@ def make_sweep(root: Path, runs: int) -> Path:
     (sweep / "runs").mkdir(parents=True)
     (sweep / "manifest.json").write_text(json.dumps({"spec": {"scaling": "weak"}}))
     shapes = [(s, g) for g in (1, 2, 4, 8) for s in ("dp", "ddp")]
-    templates = {shape: write_run(root / "templates", strategy=shape[0], gpus=shape[1],
-                                  throughput=100.0 * shape[1] ** 0.9) for shape in shapes}
+    templates = {
+        shape: write_run(
+            root / "templates", strategy=shape[0], gpus=shape[1], throughput=100.0 * shape[1] ** 0.9
+        )
+        for shape in shapes
+    }
     for i in range(runs):
         template = templates[shapes[i % len(shapes)]]
         dest = sweep / "runs" / f"{template.name}-r{i}"
@@ -60,11 +65,19 @@ def main() -> None:
             analyze_times.append(time.perf_counter() - start)
         assert len(runset.runs) == args.runs and runset.runs["included"].all()
         load_s, analyze_s = min(load_times), min(analyze_times)
-        emit("analysis_load", {
-            "metric": "in-process load and table computation of a large sweep (P6 parts)",
-            "runs": args.runs, "records": len(runset.records), "load_s": round(load_s, 3),
-            "load_runs_per_s": round(args.runs / load_s, 1), "analyze_s": round(analyze_s, 3),
-            "analyze_runs_per_s": round(args.runs / analyze_s, 1), "repeats": args.repeats})
+        emit(
+            "analysis_load",
+            {
+                "metric": "in-process load and table computation of a large sweep (P6 parts)",
+                "runs": args.runs,
+                "records": len(runset.records),
+                "load_s": round(load_s, 3),
+                "load_runs_per_s": round(args.runs / load_s, 1),
+                "analyze_s": round(analyze_s, 3),
+                "analyze_runs_per_s": round(args.runs / analyze_s, 1),
+                "repeats": args.repeats,
+            },
+        )
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

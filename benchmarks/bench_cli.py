@@ -10,6 +10,7 @@ Each command alternates with a bare ``python -c pass`` (the interpreter's own st
 the floor no command can beat) so the JSON also says how much of it is the interpreter.
 ``--profile`` writes a cProfile of one ``analyze`` to benchmarks/results/p6_analyze.prof.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,19 +37,29 @@ def seconds(command: list[str]) -> float:
 def time_against_interpreter(command: list[str], repeats: int) -> dict:
     """Medians of the command's wall time and of ``python -c pass``, alternated."""
     # alternate() takes rates (higher is better): 1/seconds, so its ratio is floor_time / command_time.
-    result = alternate(lambda: 1.0 / seconds(command), lambda: 1.0 / seconds([sys.executable, "-c", "pass"]),
-                       repeats=repeats)
+    result = alternate(
+        lambda: 1.0 / seconds(command), lambda: 1.0 / seconds([sys.executable, "-c", "pass"]), repeats=repeats
+    )
     rates = [1.0 / r for r in (result["candidate_median"], result["baseline_median"])]
-    return {"wall_s_median": round(rates[0], 3), "interpreter_s_median": round(rates[1], 3),
-            "interpreter_share_median": result["ratio_median"], "command": " ".join(command[2:])}
+    return {
+        "wall_s_median": round(rates[0], 3),
+        "interpreter_s_median": round(rates[1], 3),
+        "interpreter_share_median": result["ratio_median"],
+        "command": " ".join(command[2:]),
+    }
 
 
 def add_manifest(sweep: Path) -> None:
     """A version-1 manifest listing every run (local backend), so ``harness status`` reads it."""
     names = sorted(p.name for p in (sweep / "runs").iterdir())
     manifest = json.loads((sweep / "manifest.json").read_text())
-    manifest.update(version=1, name=sweep.name, backend="local", arrays=[],
-                    runs={n: {"name": n, "job_id": None, "submissions": []} for n in names})
+    manifest.update(
+        version=1,
+        name=sweep.name,
+        backend="local",
+        arrays=[],
+        runs={n: {"name": n, "job_id": None, "submissions": []} for n in names},
+    )
     (sweep / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -65,20 +76,48 @@ def main() -> None:
         report = root / "report"
         analyze = [*HARNESS, "analyze", str(sweep), "--out", str(report)]
         p6 = time_against_interpreter(analyze, args.repeats)
-        emit("p6_analyze_1000", {"metric": f"harness analyze wall time over {args.runs} run directories",
-                                 "goal": "<= 3 s", "met": p6["wall_s_median"] <= 3.0, "runs": args.runs,
-                                 "files_written": len(list(report.iterdir())), **p6})
+        emit(
+            "p6_analyze_1000",
+            {
+                "metric": f"harness analyze wall time over {args.runs} run directories",
+                "goal": "<= 3 s",
+                "met": p6["wall_s_median"] <= 3.0,
+                "runs": args.runs,
+                "files_written": len(list(report.iterdir())),
+                **p6,
+            },
+        )
         help_ = time_against_interpreter([*HARNESS, "--help"], args.repeats)
         status = time_against_interpreter([*HARNESS, "status", str(sweep)], args.repeats)
-        emit("p8_cli_startup", {"metric": "wall time of harness --help and harness status SWEEP",
-                                "goal": "<= 0.5 s each",
-                                "met": max(help_["wall_s_median"], status["wall_s_median"]) <= 0.5,
-                                "help": help_, "status": {**status, "runs": args.runs}})
+        emit(
+            "p8_cli_startup",
+            {
+                "metric": "wall time of harness --help and harness status SWEEP",
+                "goal": "<= 0.5 s each",
+                "met": max(help_["wall_s_median"], status["wall_s_median"]) <= 0.5,
+                "help": help_,
+                "status": {**status, "runs": args.runs},
+            },
+        )
         if args.profile:
             out = RESULTS_DIR / "p6_analyze.prof"
-            subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "harness", "analyze",
-                            str(sweep), "--out", str(root / "profiled")],
-                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "cProfile",
+                    "-o",
+                    str(out),
+                    "-m",
+                    "harness",
+                    "analyze",
+                    str(sweep),
+                    "--out",
+                    str(root / "profiled"),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             print(f"profile: {out} (python -m pstats {out})", file=sys.stderr)
     finally:
         shutil.rmtree(root, ignore_errors=True)

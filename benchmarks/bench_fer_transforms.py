@@ -12,6 +12,7 @@ run with one): fetch ``batch`` training keys and collate them.
   per sample with our coefficients), the old per-sample design.
 Goal: A/B >= 3. ``--profile`` prints a cProfile of the A side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,15 +51,27 @@ def main() -> None:
             dataset.collate_fn(dataset.__getitems__([(epoch[0], i) for i in rows]))
         return len(batches) * args.batch
 
-    compose = transforms.Compose([transforms.RandomCrop(aug.image_size, padding=aug.crop_padding),
-                                  transforms.RandomHorizontalFlip(),
-                                  transforms.RandomAffine(aug.rotation_deg, scale=aug.scale),
-                                  transforms.PILToTensor()])
+    compose = transforms.Compose(
+        [
+            transforms.RandomCrop(aug.image_size, padding=aug.crop_padding),
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomAffine(aug.rotation_deg, scale=aug.scale),
+            transforms.PILToTensor(),
+        ]
+    )
 
     def torchvision_pil() -> int:
         for rows in batches:
-            default_collate([{"input": compose(Image.fromarray(images[i])),
-                              "target": torch.tensor(int(labels[i])), "index": i} for i in rows])
+            default_collate(
+                [
+                    {
+                        "input": compose(Image.fromarray(images[i])),
+                        "target": torch.tensor(int(labels[i])),
+                        "index": i,
+                    }
+                    for i in rows
+                ]
+            )
         return len(batches) * args.batch
 
     rng = np.random.default_rng(0)
@@ -67,27 +80,46 @@ def main() -> None:
         for rows in batches:
             items = []
             for i in rows:
-                coefficients = affine_inverse(images[i].shape, aug.image_size, rng.uniform(-10, 10),
-                                              rng.uniform(0.9, 1.1), tuple(rng.integers(-4, 5, size=2)),
-                                              bool(rng.random() < 0.5))
+                coefficients = affine_inverse(
+                    images[i].shape,
+                    aug.image_size,
+                    rng.uniform(-10, 10),
+                    rng.uniform(0.9, 1.1),
+                    tuple(rng.integers(-4, 5, size=2)),
+                    bool(rng.random() < 0.5),
+                )
                 size = (aug.image_size, aug.image_size)
-                view = Image.fromarray(images[i]).transform(size, Image.AFFINE, coefficients,
-                                                            resample=Image.BILINEAR, fillcolor=0)
-                items.append({"input": torch.from_numpy(np.array(view)).unsqueeze(0),
-                              "target": torch.tensor(int(labels[i])), "index": i})
+                view = Image.fromarray(images[i]).transform(
+                    size, Image.AFFINE, coefficients, resample=Image.BILINEAR, fillcolor=0
+                )
+                items.append(
+                    {
+                        "input": torch.from_numpy(np.array(view)).unsqueeze(0),
+                        "target": torch.tensor(int(labels[i])),
+                        "index": i,
+                    }
+                )
             default_collate(items)
         return len(batches) * args.batch
 
     main_result = alternate(lambda: rate(ours), lambda: rate(torchvision_pil), repeats=args.repeats)
-    single_warp = alternate(lambda: rate(ours), lambda: rate(single_warp_pil),
-                            repeats=max(3, args.repeats // 2))
-    emit("p3_fer_pipeline", {
-        "metric": "augmented samples/s of one loader worker (1 thread), ours / torchvision PIL Compose",
-        "goal": ">= 3", "met": main_result["ratio_median"] >= 3, "batch": args.batch,
-        "image_px": aug.image_size, **main_result,
-        "vs_single_warp_pil": {k: single_warp[k] for k in ("ratio_median", "ratio_min", "ratio_max",
-                                                             "baseline_median")},
-    })
+    single_warp = alternate(
+        lambda: rate(ours), lambda: rate(single_warp_pil), repeats=max(3, args.repeats // 2)
+    )
+    emit(
+        "p3_fer_pipeline",
+        {
+            "metric": "augmented samples/s of one loader worker (1 thread), ours / torchvision PIL Compose",
+            "goal": ">= 3",
+            "met": main_result["ratio_median"] >= 3,
+            "batch": args.batch,
+            "image_px": aug.image_size,
+            **main_result,
+            "vs_single_warp_pil": {
+                k: single_warp[k] for k in ("ratio_median", "ratio_min", "ratio_max", "baseline_median")
+            },
+        },
+    )
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(ours)

@@ -8,6 +8,7 @@ process's, both in this process). The harness's steps/s is 1 / median ``time/ste
 of its steady windows (P7 checks that this figure matches the outside clock); the
 loop's is its steps after the same warm-up over their wall time. Goal: >= 0.98.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,19 @@ def main() -> None:
         data = write_data(f"{tmp}/fer", int(args.batch * (args.steps + 1) / 0.8) + 100)
         for workers in args.workers:
             result = compare(data, tmp, workers, args.steps, args.batch, args.repeats, args.model)
-            emit(f"p1_loop_overhead_w{workers}", {
-                "metric": "steady train steps/s, harness / minimal loop", "goal": ">= 0.98",
-                "met": result["ratio_median"] >= 0.98, "workers": workers, "batch": args.batch,
-                "model": args.model, "steps": args.steps, **result})
+            emit(
+                f"p1_loop_overhead_w{workers}",
+                {
+                    "metric": "steady train steps/s, harness / minimal loop",
+                    "goal": ">= 0.98",
+                    "met": result["ratio_median"] >= 0.98,
+                    "workers": workers,
+                    "batch": args.batch,
+                    "model": args.model,
+                    "steps": args.steps,
+                    **result,
+                },
+            )
 
 
 if __name__ == "__main__":

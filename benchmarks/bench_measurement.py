@@ -9,6 +9,7 @@ checkpoint cancel out), so the outside rate is extra samples / extra seconds. Th
 own figure is the median ``throughput/img_per_s`` of the long run's steady windows.
 Reported / outside, median over the alternating rounds. Goal: within 5% (0.95-1.05).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,14 +46,25 @@ def main() -> None:
                 reported.append(reported_img_per_s(Path(tmp) / "runs" / f"p{procs}-s{args.long}-r{round_}"))
                 ratios.append(reported[-1] / outside[-1])
             median = statistics.median(ratios)
-            emit(f"p7_measurement_{'single' if procs == 1 else f'ddp{procs}'}", {
-                "metric": "reported img/s / outside img/s (difference of two run lengths)",
-                "goal": "0.95-1.05", "met": 0.95 <= median <= 1.05, "procs": procs,
-                "threads_per_process": max(1, 2 // procs), "short_steps": args.short, "long_steps": args.long,
-                "ratio_median": round(median, 4), "ratio_min": round(min(ratios), 4),
-                "ratio_max": round(max(ratios), 4), "ratios": [round(r, 4) for r in ratios],
-                "reported_img_per_s_median": round(statistics.median(reported), 2),
-                "outside_img_per_s_median": round(statistics.median(outside), 2), "repeats": args.repeats})
+            emit(
+                f"p7_measurement_{'single' if procs == 1 else f'ddp{procs}'}",
+                {
+                    "metric": "reported img/s / outside img/s (difference of two run lengths)",
+                    "goal": "0.95-1.05",
+                    "met": 0.95 <= median <= 1.05,
+                    "procs": procs,
+                    "threads_per_process": max(1, 2 // procs),
+                    "short_steps": args.short,
+                    "long_steps": args.long,
+                    "ratio_median": round(median, 4),
+                    "ratio_min": round(min(ratios), 4),
+                    "ratio_max": round(max(ratios), 4),
+                    "ratios": [round(r, 4) for r in ratios],
+                    "reported_img_per_s_median": round(statistics.median(reported), 2),
+                    "outside_img_per_s_median": round(statistics.median(outside), 2),
+                    "repeats": args.repeats,
+                },
+            )
 
 
 if __name__ == "__main__":

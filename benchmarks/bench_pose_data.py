@@ -8,6 +8,7 @@ The baselines are the official algorithms (``JointsDataset.generate_target``, an
 ``cv2.getAffineTransform``) written here as straightforward per-person, per-joint loops.
 W32 256x192 sizes: input 192x256, heatmaps 48x64, sigma 2, 17 joints. Goal: >= 10x each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,13 +51,13 @@ def official_generate_target(joints: np.ndarray, joints_vis: np.ndarray) -> tupl
         x = np.arange(0, size, 1, np.float32)
         y = x[:, np.newaxis]
         x0 = y0 = size // 2
-        g = np.exp(- ((x - x0) ** 2 + (y - y0) ** 2) / (2 * SIGMA ** 2))
+        g = np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * SIGMA**2))
         g_x = max(0, -ul[0]), min(br[0], HEATMAP_SIZE[0]) - ul[0]
         g_y = max(0, -ul[1]), min(br[1], HEATMAP_SIZE[1]) - ul[1]
         img_x = max(0, ul[0]), min(br[0], HEATMAP_SIZE[0])
         img_y = max(0, ul[1]), min(br[1], HEATMAP_SIZE[1])
         if target_weight[joint_id] > 0.5:
-            target[joint_id][img_y[0]:img_y[1], img_x[0]:img_x[1]] = g[g_y[0]:g_y[1], g_x[0]:g_x[1]]
+            target[joint_id][img_y[0] : img_y[1], img_x[0] : img_x[1]] = g[g_y[0] : g_y[1], g_x[0] : g_x[1]]
     return target, target_weight
 
 
@@ -76,8 +77,9 @@ def official_affine(center: np.ndarray, scale: np.ndarray, output_size: tuple[in
     return cv2.getAffineTransform(np.float32(dst), np.float32(src))
 
 
-def official_final_preds(heatmaps: np.ndarray, center: np.ndarray,
-                         scale: np.ndarray) -> tuple[np.ndarray, ...]:
+def official_final_preds(
+    heatmaps: np.ndarray, center: np.ndarray, scale: np.ndarray
+) -> tuple[np.ndarray, ...]:
     """Official ``get_final_preds`` (POST_PROCESS true): argmax, quarter-pixel step and
     the inverse affine, one person and one joint at a time."""
     n, j, height, width = heatmaps.shape
@@ -97,7 +99,7 @@ def official_final_preds(heatmaps: np.ndarray, center: np.ndarray,
             py = int(math.floor(coords[b][p][1] + 0.5))
             if 1 < px < width - 1 and 1 < py < height - 1:
                 diff = np.array([hm[py][px + 1] - hm[py][px - 1], hm[py + 1][px] - hm[py - 1][px]])
-                coords[b][p] += np.sign(diff) * .25
+                coords[b][p] += np.sign(diff) * 0.25
     preds = np.zeros((n, j, 2))
     for b in range(n):
         trans = official_affine(center[b], scale[b], (width, height))
@@ -110,8 +112,10 @@ def crop_rate(samples: int) -> float:
     """Training crop + augment + targets, samples/s of one worker (one thread)."""
     with tempfile.TemporaryDirectory() as root:
         generate(root, SynthSpec(train_images=24, val_images=4, seed=0, width=256, height=256))
-        cfg = load_config("configs/pose/base.yaml", ["DATASET.ROOT", root, "DATASET.TEST_SET", "val",
-                                                     "DATASET.TRAIN_SET", "train"])
+        cfg = load_config(
+            "configs/pose/base.yaml",
+            ["DATASET.ROOT", root, "DATASET.TEST_SET", "val", "DATASET.TRAIN_SET", "train"],
+        )
         dataset = COCOKeypoints(cfg, "train", is_train=True)
         for i in range(8):
             dataset[(0, i % len(dataset))]
@@ -120,6 +124,7 @@ def crop_rate(samples: int) -> float:
             for i in range(samples):
                 dataset[(1, i % len(dataset))]
             return samples
+
         return rate(work)
 
 
@@ -157,28 +162,42 @@ def main() -> None:
             for _ in range(args.loops):
                 fn()
             return args.loops * args.batch
+
         return rate(work)
 
     targets = alternate(
         lambda: loop(lambda: generate_heatmaps_batch(joints, vis, IMAGE_SIZE, HEATMAP_SIZE, SIGMA)),
         lambda: loop(lambda: [official_generate_target(joints[i], vis[i]) for i in range(args.batch)]),
-        repeats=args.repeats)
+        repeats=args.repeats,
+    )
     # What the dataset does today: one person per __getitem__, all joints at once.
     per_person = alternate(
-        lambda: loop(lambda: [generate_heatmaps_batch(joints[i:i + 1], vis[i:i + 1], IMAGE_SIZE,
-                                                      HEATMAP_SIZE, SIGMA) for i in range(args.batch)]),
+        lambda: loop(
+            lambda: [
+                generate_heatmaps_batch(joints[i : i + 1], vis[i : i + 1], IMAGE_SIZE, HEATMAP_SIZE, SIGMA)
+                for i in range(args.batch)
+            ]
+        ),
         lambda: loop(lambda: [official_generate_target(joints[i], vis[i]) for i in range(args.batch)]),
-        repeats=max(3, args.repeats // 2))
-    preds = alternate(lambda: loop(lambda: get_final_preds(heatmaps, center, scale)),
-                      lambda: loop(lambda: official_final_preds(heatmaps, center, scale)),
-                      repeats=args.repeats)
+        repeats=max(3, args.repeats // 2),
+    )
+    preds = alternate(
+        lambda: loop(lambda: get_final_preds(heatmaps, center, scale)),
+        lambda: loop(lambda: official_final_preds(heatmaps, center, scale)),
+        repeats=args.repeats,
+    )
     result = {
         "metric": "persons/s, ours (vectorised over the batch) / official per-joint loops",
-        "goal": ">= 10", "batch": args.batch, "heatmap": HEATMAP_SIZE.tolist(), "sigma": SIGMA,
+        "goal": ">= 10",
+        "batch": args.batch,
+        "heatmap": HEATMAP_SIZE.tolist(),
+        "sigma": SIGMA,
         "met": targets["ratio_median"] >= 10 and preds["ratio_median"] >= 10,
-        "targets": targets, "targets_max_abs_diff": target_diff,
+        "targets": targets,
+        "targets_max_abs_diff": target_diff,
         "targets_one_person_per_call": {k: per_person[k] for k in ("ratio_median", "ratio_min", "ratio_max")},
-        "final_preds": preds, "final_preds_max_abs_diff_px": preds_diff,
+        "final_preds": preds,
+        "final_preds_max_abs_diff_px": preds_diff,
     }
     if args.crop_samples:
         result["crop_augment_samples_per_s_one_worker"] = round(crop_rate(args.crop_samples), 1)

@@ -1,6 +1,7 @@
 """Synthetic FER runs for the training benchmarks (P1, P2, P7): the data, the harness
 config, a harness run from outside, and the minimal hand-written loop the harness is
 compared with (same task, model, dataset object, loader settings and optimizer)."""
+
 from __future__ import annotations
 
 import json
@@ -20,15 +21,47 @@ def write_data(root: str, images: int) -> str:
     return write_synthetic_fer(root, n=images, fmt="csv", seed=0)
 
 
-def overrides(data: str, out: str, name: str, procs: int, steps: int, batch: int, workers: int,
-              extra: list[str] | None = None) -> list[str]:
-    return ["DATASET.ROOT", data, "OUTPUT_DIR", out, "RUN_NAME", name,
-            "DIST.STRATEGY", "ddp" if procs > 1 else "single", "DIST.GPUS", str(procs),
-            "TRAIN.BATCH_SIZE_PER_GPU", str(batch), "TRAIN.EPOCHS", "1",
-            "TRAIN.MAX_STEPS_PER_EPOCH", str(steps), "EVAL.EVERY_EPOCHS", "0", "LOG.EVERY_N_STEPS", "5",
-            "LOG.WARMUP_STEPS", "5", "LOG.PROGRESS", "False",
-            "LOG.WANDB.MODE", "disabled", "DATA.NUM_WORKERS", str(workers),
-            *(extra or [])]
+def overrides(
+    data: str,
+    out: str,
+    name: str,
+    procs: int,
+    steps: int,
+    batch: int,
+    workers: int,
+    extra: list[str] | None = None,
+) -> list[str]:
+    return [
+        "DATASET.ROOT",
+        data,
+        "OUTPUT_DIR",
+        out,
+        "RUN_NAME",
+        name,
+        "DIST.STRATEGY",
+        "ddp" if procs > 1 else "single",
+        "DIST.GPUS",
+        str(procs),
+        "TRAIN.BATCH_SIZE_PER_GPU",
+        str(batch),
+        "TRAIN.EPOCHS",
+        "1",
+        "TRAIN.MAX_STEPS_PER_EPOCH",
+        str(steps),
+        "EVAL.EVERY_EPOCHS",
+        "0",
+        "LOG.EVERY_N_STEPS",
+        "5",
+        "LOG.WARMUP_STEPS",
+        "5",
+        "LOG.PROGRESS",
+        "False",
+        "LOG.WANDB.MODE",
+        "disabled",
+        "DATA.NUM_WORKERS",
+        str(workers),
+        *(extra or []),
+    ]
 
 
 def harness_train(opts: list[str], threads: int | None = None) -> float:
@@ -37,8 +70,13 @@ def harness_train(opts: list[str], threads: int | None = None) -> float:
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "harness", "train", "--config", CONFIG, *opts], check=True, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        [sys.executable, "-m", "harness", "train", "--config", CONFIG, *opts],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     return time.perf_counter() - start
 
 
@@ -75,9 +113,16 @@ def raw_loop_steps_per_s(opts: list[str], warmup: int) -> float:
         model = torch.nn.parallel.DistributedDataParallel(model)
     train, _ = task.build_datasets()
     sampler = TrainSampler(len(train), world, rank, cfg.SEED)
-    loader = build_loader(train, sampler, cfg.TRAIN.BATCH_SIZE_PER_GPU, cfg.DATA.NUM_WORKERS,
-                          cfg.DATA.PIN_MEMORY, cfg.DATA.PREFETCH_FACTOR, cfg.DATA.PERSISTENT_WORKERS,
-                          drop_last=True)
+    loader = build_loader(
+        train,
+        sampler,
+        cfg.TRAIN.BATCH_SIZE_PER_GPU,
+        cfg.DATA.NUM_WORKERS,
+        cfg.DATA.PIN_MEMORY,
+        cfg.DATA.PREFETCH_FACTOR,
+        cfg.DATA.PERSISTENT_WORKERS,
+        drop_last=True,
+    )
     optimizer = build_optimizer(cfg, model, cfg.TRAIN.LR)
     device = torch.device("cpu")
     model.train()

@@ -9,6 +9,7 @@ per-round ratios A/B with their min and max. Rates are "higher is better"
 
 Each benchmark prints one JSON line and writes ``benchmarks/results/<name>.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def alternate(candidate: Callable[[], float], baseline: Callable[[], float], repeats: int = 5,
-              warmup: int = 1) -> dict[str, Any]:
+def alternate(
+    candidate: Callable[[], float], baseline: Callable[[], float], repeats: int = 5, warmup: int = 1
+) -> dict[str, Any]:
     """Median ratio candidate/baseline over ``repeats`` alternating rounds.
 
     Each callable runs one measurement and returns a rate (higher is better).
@@ -65,12 +67,18 @@ def rate(work: Callable[[], int]) -> float:
 
 def machine() -> dict[str, Any]:
     """Where the figures came from (a shared 2-core CPU gives noisy absolute numbers)."""
-    info: dict[str, Any] = {"host": platform.node(), "platform": platform.platform(),
-                            "python": platform.python_version(), "cpus": os.cpu_count()}
+    info: dict[str, Any] = {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
     try:
-        info["cpu_model"] = next(line.split(":", 1)[1].strip()
-                                 for line in Path("/proc/cpuinfo").read_text().splitlines()
-                                 if line.startswith("model name"))
+        info["cpu_model"] = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     torch = sys.modules.get("torch")
@@ -86,8 +94,13 @@ def emit(name: str, result: dict[str, Any]) -> dict[str, Any]:
     script = Path(sys.argv[0])
     # ``python -m benchmarks.x`` shows as the module, the way the Makefile runs it.
     argv0 = ["-m", f"benchmarks.{script.stem}"] if script.parent == RESULTS_DIR.parent else [sys.argv[0]]
-    record = {"benchmark": name, **result, "command": " ".join([".venv/bin/python", *argv0, *sys.argv[1:]]),
-              "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
+    record = {
+        "benchmark": name,
+        **result,
+        "command": " ".join([".venv/bin/python", *argv0, *sys.argv[1:]]),
+        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+    }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record), flush=True)

@@ -4,6 +4,7 @@
 
 Rank 0 prints the global img/s of the steps after the warm-up as one JSON line.
 """
+
 from __future__ import annotations
 
 import json

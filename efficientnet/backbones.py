@@ -15,6 +15,7 @@ adapted in two places:
 
 Names are looked up in a dict (never ``eval``); ``BACKBONES`` lists them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -40,8 +41,12 @@ _DROPOUT = {"dropout": "DROPOUT"}
 _EFFNET_OPTIONS = {"dropout": "DROPOUT", "stochastic_depth_prob": "STOCHASTIC_DEPTH"}
 
 BACKBONES: dict[str, Backbone] = {
-    **{f"efficientnet_b{i}": Backbone(getattr(tvm, f"efficientnet_b{i}"), "features.0.0", "classifier.1",
-                                      _EFFNET_OPTIONS) for i in range(8)},
+    **{
+        f"efficientnet_b{i}": Backbone(
+            getattr(tvm, f"efficientnet_b{i}"), "features.0.0", "classifier.1", _EFFNET_OPTIONS
+        )
+        for i in range(8)
+    },
     "efficientnet_v2_s": Backbone(tvm.efficientnet_v2_s, "features.0.0", "classifier.1", _EFFNET_OPTIONS),
     "efficientnet_v2_m": Backbone(tvm.efficientnet_v2_m, "features.0.0", "classifier.1", _EFFNET_OPTIONS),
     "mobilenet_v2": Backbone(tvm.mobilenet_v2, "features.0.0", "classifier.1", _DROPOUT),
@@ -80,8 +85,20 @@ def grey_stem(model: nn.Module, path: str, in_channels: int) -> None:
     stem = _get(model, path)
     if not isinstance(stem, nn.Conv2d):
         raise TypeError(f"stem {path} is a {type(stem).__name__}, expected Conv2d")
-    _set(model, path, nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding,
-                                dilation=stem.dilation, groups=stem.groups, bias=stem.bias is not None))
+    _set(
+        model,
+        path,
+        nn.Conv2d(
+            in_channels,
+            stem.out_channels,
+            stem.kernel_size,
+            stem.stride,
+            stem.padding,
+            dilation=stem.dilation,
+            groups=stem.groups,
+            bias=stem.bias is not None,
+        ),
+    )
 
 
 def build_backbone(name: str, num_classes: int, in_channels: int, settings: dict[str, Any]) -> nn.Module:

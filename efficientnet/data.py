@@ -7,6 +7,7 @@ Neutral), and mixing the two silently mislabels three classes.
 
 See docs/fer.md for the formats and split names.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,8 +40,11 @@ SPLIT_USAGES: dict[str, tuple[str, ...]] = {
 # Split -> sub-directory of an image-folder set (when no directory has the split's own name).
 # PublicTest or PrivateTest alone cannot be told apart inside test/, so they are not accepted.
 FOLDER_SPLITS: dict[str, str] = {
-    "train": "train", "training": "train",
-    "val": "test", "test": "test", "publictest+privatetest": "test",
+    "train": "train",
+    "training": "train",
+    "val": "test",
+    "test": "test",
+    "publictest+privatetest": "test",
 }
 _CLASS_BY_LOWER_NAME = {name.lower(): index for index, name in enumerate(CLASS_NAMES)}
 
@@ -80,7 +84,8 @@ def detect_format(root: str) -> str:
         raise FERDataError(f"FER dataset root does not exist: {root}")
     raise FERDataError(
         f"cannot tell the FER format of {root}: expected a csv file, a directory with fer2013.csv, "
-        f"a torchvision root with fer2013/, or an image-folder root with train/ and test/")
+        f"a torchvision root with fer2013/, or an image-folder root with train/ and test/"
+    )
 
 
 def load_fer_split(root: str, split: str, fmt: str = "auto") -> FERArrays:
@@ -136,15 +141,19 @@ def _read_torchvision(root: str, splits: Sequence[str]) -> dict[str, FERArrays]:
     for split in splits:
         usages = split_usages(split)
         if set(usages) <= {"PublicTest", "PrivateTest"}:
-            raise FERDataError(f"{base} has neither fer2013.csv nor icml_face_data.csv, and its test.csv "
-                               f"has no labels, so split {split!r} cannot be read")
+            raise FERDataError(
+                f"{base} has neither fer2013.csv nor icml_face_data.csv, and its test.csv "
+                f"has no labels, so split {split!r} cannot be read"
+            )
         if usages != ("Training",):
-            raise FERDataError(f"split {split!r} mixes training and test rows; {base} only has train.csv "
-                               f"and test.csv")
+            raise FERDataError(
+                f"split {split!r} mixes training and test rows; {base} only has train.csv and test.csv"
+            )
     path = os.path.join(base, "train.csv")
     if not os.path.isfile(path):
-        raise FERDataError(f"torchvision FER root {root}: none of fer2013.csv, icml_face_data.csv, "
-                           f"train.csv found in {base}")
+        raise FERDataError(
+            f"torchvision FER root {root}: none of fer2013.csv, icml_face_data.csv, train.csv found in {base}"
+        )
     return _read_csv(path, splits, all_rows_are="Training")
 
 
@@ -158,8 +167,10 @@ def split_usages(split: str) -> tuple[str, ...]:
     for part in split.split("+"):
         usage = by_lower.get(part.strip().lower())
         if usage is None:
-            raise FERDataError(f"unknown FER split {split!r}; use one of {', '.join(SPLIT_USAGES)}, "
-                               f"a Usage name ({', '.join(USAGES)}) or a '+' union of them")
+            raise FERDataError(
+                f"unknown FER split {split!r}; use one of {', '.join(SPLIT_USAGES)}, "
+                f"a Usage name ({', '.join(USAGES)}) or a '+' union of them"
+            )
         usages.append(usage)
     return tuple(dict.fromkeys(usages))
 
@@ -175,8 +186,9 @@ def _read_csv(path: str, splits: Sequence[str], all_rows_are: str | None = None)
     required = ["emotion", "pixels"] + ([] if all_rows_are else ["Usage"])
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise FERDataError(f"{path}: missing column(s) {', '.join(missing)}; "
-                           f"found {', '.join(frame.columns)}")
+        raise FERDataError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(frame.columns)}"
+        )
     _check_truncated(path, frame, required)
     if all_rows_are:
         usage = pd.Series(np.full(len(frame), all_rows_are))
@@ -185,14 +197,19 @@ def _read_csv(path: str, splits: Sequence[str], all_rows_are: str | None = None)
         unknown = ~usage.isin(USAGES)
         if unknown.any():
             row = int(np.flatnonzero(unknown.to_numpy())[0])
-            raise FERDataError(f"{path}: {_where(row)} has unknown Usage {usage.iloc[row]!r}; "
-                               f"expected one of {', '.join(USAGES)}")
+            raise FERDataError(
+                f"{path}: {_where(row)} has unknown Usage {usage.iloc[row]!r}; "
+                f"expected one of {', '.join(USAGES)}"
+            )
     emotions, pixels = frame["emotion"].to_numpy(), frame["pixels"].to_numpy()
     result = {}
     for split, usages in usages_of.items():
         rows = np.flatnonzero(usage.isin(usages).to_numpy())
-        result[split] = FERArrays(images=parse_pixels(pixels[rows], rows, path),
-                                  labels=_parse_labels(emotions[rows], rows, path), source=path)
+        result[split] = FERArrays(
+            images=parse_pixels(pixels[rows], rows, path),
+            labels=_parse_labels(emotions[rows], rows, path),
+            source=path,
+        )
     return result
 
 
@@ -208,8 +225,10 @@ def _check_truncated(path: str, frame: pd.DataFrame, required: list[str]) -> Non
         for index, fields in enumerate(records):
             if index in wanted and len(fields) < len(frame.columns):
                 row = wanted[index]
-                raise FERDataError(f"{path}: {_where(row)} is truncated: it has {len(fields)} of the "
-                                   f"{len(frame.columns)} fields ({', '.join(frame.columns)})")
+                raise FERDataError(
+                    f"{path}: {_where(row)} is truncated: it has {len(fields)} of the "
+                    f"{len(frame.columns)} fields ({', '.join(frame.columns)})"
+                )
             if index >= max(wanted):
                 return
 
@@ -225,8 +244,10 @@ def _parse_labels(values: np.ndarray, rows: np.ndarray, path: str) -> np.ndarray
     bad = ~np.isin(numeric, np.arange(NUM_CLASSES))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise FERDataError(f"{path}: {_where(int(rows[i]))} has emotion {values[i]!r}; expected an "
-                           f"integer 0-{NUM_CLASSES - 1} ({', '.join(CLASS_NAMES)})")
+        raise FERDataError(
+            f"{path}: {_where(int(rows[i]))} has emotion {values[i]!r}; expected an "
+            f"integer 0-{NUM_CLASSES - 1} ({', '.join(CLASS_NAMES)})"
+        )
     return numeric.astype(np.int64)
 
 
@@ -261,24 +282,30 @@ def _parse_block(texts: Sequence[str], rows: Sequence[int], path: str) -> np.nda
         if invalid.any():
             first = int(np.flatnonzero(invalid)[0])
             i = int(np.count_nonzero(newline[:first]))
-            raise FERDataError(f"{path}: {_where(int(rows[i]))} has a non-numeric pixel value "
-                               f"({_token_at(joined, first)!r})")
+            raise FERDataError(
+                f"{path}: {_where(int(rows[i]))} has a non-numeric pixel value ({_token_at(joined, first)!r})"
+            )
     digit *= is_digit
     starts = is_digit.copy()
     starts[1:] &= ~is_digit[:-1]
     ends = is_digit.copy()
     ends[:-1] &= ~is_digit[1:]
     first_digit, last_digit = np.flatnonzero(starts), np.flatnonzero(ends)
-    counts = np.diff(np.searchsorted(first_digit, np.flatnonzero(newline)), prepend=0,
-                     append=len(first_digit))
+    counts = np.diff(
+        np.searchsorted(first_digit, np.flatnonzero(newline)), prepend=0, append=len(first_digit)
+    )
     wrong = np.flatnonzero(counts != NUM_PIXELS)
     if wrong.size:
         i = int(wrong[0])
-        raise FERDataError(f"{path}: {_where(int(rows[i]))} has {counts[i]} pixel values; "
-                           f"expected {NUM_PIXELS} (48x48)")
+        raise FERDataError(
+            f"{path}: {_where(int(rows[i]))} has {counts[i]} pixel values; expected {NUM_PIXELS} (48x48)"
+        )
     extra_digits = last_digit - first_digit  # 0, 1 or 2 for values up to 255
-    values = (digit[last_digit].astype(np.int16) + 10 * digit[last_digit - 1]
-              + 100 * digit[last_digit - 2].astype(np.int16) * (extra_digits == 2))
+    values = (
+        digit[last_digit].astype(np.int16)
+        + 10 * digit[last_digit - 1]
+        + 100 * digit[last_digit - 2].astype(np.int16) * (extra_digits == 2)
+    )
     too_big = (values > 255) | (extra_digits > 2)
     if too_big.any():
         i = int(np.flatnonzero(too_big)[0]) // NUM_PIXELS
@@ -289,7 +316,7 @@ def _parse_block(texts: Sequence[str], rows: Sequence[int], path: str) -> np.nda
 def _token_at(text: str, position: int) -> str:
     start = max(text.rfind(" ", 0, position), text.rfind("\n", 0, position)) + 1
     ends = [e for e in (text.find(" ", position), text.find("\n", position)) if e >= 0]
-    return text[start:min(ends) if ends else len(text)]
+    return text[start : min(ends) if ends else len(text)]
 
 
 # ------------------------------------------------------------ image folders
@@ -300,8 +327,10 @@ def folder_split_dir(root: str, split: str) -> str:
         return own
     mapped = FOLDER_SPLITS.get(split.lower())
     if mapped is None:
-        raise FERDataError(f"unknown FER split {split!r} for image folders under {root}; use one of "
-                           f"{', '.join(sorted(set(FOLDER_SPLITS)))} or an existing sub-directory name")
+        raise FERDataError(
+            f"unknown FER split {split!r} for image folders under {root}; use one of "
+            f"{', '.join(sorted(set(FOLDER_SPLITS)))} or an existing sub-directory name"
+        )
     path = os.path.join(root, mapped)
     if not os.path.isdir(path):
         raise FERDataError(f"FER image-folder split {split!r} needs the directory {path}")
@@ -312,8 +341,10 @@ def class_index(folder_name: str, where: str) -> int:
     """Canonical index of a class folder, matched by name (case-insensitive)."""
     index = _CLASS_BY_LOWER_NAME.get(folder_name.strip().lower())
     if index is None:
-        raise FERDataError(f"unknown FER class folder {os.path.join(where, folder_name)!r}; "
-                           f"class folders must be named {', '.join(CLASS_NAMES)}")
+        raise FERDataError(
+            f"unknown FER class folder {os.path.join(where, folder_name)!r}; "
+            f"class folders must be named {', '.join(CLASS_NAMES)}"
+        )
     return index
 
 
@@ -360,8 +391,10 @@ def class_counts(arrays: FERArrays) -> dict[str, int]:
 def summarize(root: str, fmt: str, splits: Iterable[str]) -> dict:
     """``{split: {"size": n, "classes": {name: count}, "source": path}}`` for ``harness data summary``."""
     loaded = load_fer_splits(root, list(dict.fromkeys(splits)), fmt)
-    return {split: {"size": len(arrays), "classes": class_counts(arrays), "source": arrays.source}
-            for split, arrays in loaded.items()}
+    return {
+        split: {"size": len(arrays), "classes": class_counts(arrays), "source": arrays.source}
+        for split, arrays in loaded.items()
+    }
 
 
 # ---------------------------------------------------------------- weighting
@@ -429,8 +462,10 @@ class FERDataset(Dataset):
         indices = np.array([int(k[1]) if isinstance(k, tuple) else int(k) for k in keys], dtype=np.int64)
         bad = (indices < 0) | (indices >= len(self))
         if bad.any():
-            raise IndexError(f"FER index {int(indices[bad][0])} out of range for {len(self)} samples "
-                             f"({self.arrays.source})")
+            raise IndexError(
+                f"FER index {int(indices[bad][0])} out of range for {len(self)} samples "
+                f"({self.arrays.source})"
+            )
         size = self.aug.image_size
         out = np.empty((len(keys), size, size), dtype=np.uint8)
         augmented = (epochs >= 0) & self.train
@@ -438,12 +473,18 @@ class FERDataset(Dataset):
             rows = np.flatnonzero(augmented & (epochs == epoch))
             picked = indices[rows]
             out[rows] = augment_batch(
-                self.arrays.images[picked], self.aug, keyed_uniforms(self.seed, int(epoch), picked),
-                lambda sub, e=int(epoch), p=picked: keyed_noise(self.seed, e, p[sub], size))
+                self.arrays.images[picked],
+                self.aug,
+                keyed_uniforms(self.seed, int(epoch), picked),
+                lambda sub, e=int(epoch), p=picked: keyed_noise(self.seed, e, p[sub], size),
+            )
         for row in np.flatnonzero(~augmented):
             out[row] = resize(self.arrays.images[indices[row]], size)
-        return FERBatch(torch.from_numpy(out).unsqueeze(1),
-                        torch.from_numpy(self.arrays.labels[indices].astype(np.int64)), indices)
+        return FERBatch(
+            torch.from_numpy(out).unsqueeze(1),
+            torch.from_numpy(self.arrays.labels[indices].astype(np.int64)),
+            indices,
+        )
 
     @staticmethod
     def collate_fn(batch: Sequence[dict]) -> dict:

@@ -1,6 +1,7 @@
 """FER workload configuration: the class names, the ``MODEL``/``DATASET``/``TEST`` defaults and
 their validation. Light (no torch), so that loading a config or planning a sweep does not
 import the training stack."""
+
 from __future__ import annotations
 
 from yacs.config import CfgNode as CN
@@ -79,11 +80,13 @@ def validate_fer_config(cfg: CN) -> None:
     if cfg.DATASET.FORMAT not in FORMATS:
         raise ConfigError(f"DATASET.FORMAT is {cfg.DATASET.FORMAT!r}; choose one of {', '.join(FORMATS)}")
     if cfg.TRAIN.CLASS_WEIGHTING not in WEIGHTINGS:
-        raise ConfigError(f"TRAIN.CLASS_WEIGHTING is {cfg.TRAIN.CLASS_WEIGHTING!r}; "
-                          f"choose one of {', '.join(WEIGHTINGS)}")
+        raise ConfigError(
+            f"TRAIN.CLASS_WEIGHTING is {cfg.TRAIN.CLASS_WEIGHTING!r}; choose one of {', '.join(WEIGHTINGS)}"
+        )
     if cfg.MODEL.NUM_CLASSES != len(CLASS_NAMES):
-        raise ConfigError(f"MODEL.NUM_CLASSES must be {len(CLASS_NAMES)} for FER, "
-                          f"got {cfg.MODEL.NUM_CLASSES}")
+        raise ConfigError(
+            f"MODEL.NUM_CLASSES must be {len(CLASS_NAMES)} for FER, got {cfg.MODEL.NUM_CLASSES}"
+        )
     scale = list(cfg.DATASET.AUG.SCALE)
     if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
         raise ConfigError(f"DATASET.AUG.SCALE must be [low, high] with 0 < low <= high, got {scale}")

@@ -1,5 +1,6 @@
 """FER validation metrics (accuracy, macro-F1, one-vs-rest macro ROC-AUC), gathered across
 ranks with each sample counted once."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,8 +21,9 @@ def classification_metrics(preds: np.ndarray, targets: np.ndarray, num_classes: 
     tp = np.diag(confusion)
     recall = np.divide(tp, support, out=np.zeros(num_classes), where=support > 0)
     precision = np.divide(tp, predicted, out=np.zeros(num_classes), where=predicted > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(num_classes),
-                   where=(precision + recall) > 0)
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros(num_classes), where=(precision + recall) > 0
+    )
     present = support > 0
     return {
         "accuracy": float(tp.sum() / max(1, confusion.sum())),

@@ -1,4 +1,5 @@
 """FER models: the torchvision classifiers of ``efficientnet.backbones`` and a tiny CNN for tests."""
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,8 @@ from harness.config import ConfigError
 
 # Kept for callers that list the EfficientNets; every backbone is in BACKBONES.
 EFFICIENTNETS: dict[str, Callable[..., nn.Module]] = {
-    name: entry.builder for name, entry in BACKBONES.items() if name.startswith("efficientnet")}
+    name: entry.builder for name, entry in BACKBONES.items() if name.startswith("efficientnet")
+}
 FER_MODELS = tuple(sorted(BACKBONES)) + ("tiny_cnn",)
 
 
@@ -28,9 +30,14 @@ class TinyCNN(nn.Module):
             return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
 
         # Flattening a 6x6 map keeps where a feature is (brow vs mouth), which global pooling loses.
-        self.features = nn.Sequential(*block(in_channels, width), *block(width, 2 * width),
-                                      *block(2 * width, 2 * width), nn.AdaptiveAvgPool2d(6), nn.Flatten(),
-                                      nn.Dropout(dropout))
+        self.features = nn.Sequential(
+            *block(in_channels, width),
+            *block(width, 2 * width),
+            *block(2 * width, 2 * width),
+            nn.AdaptiveAvgPool2d(6),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+        )
         self.classifier = nn.Linear(2 * width * 36, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,8 +72,9 @@ def build_fer_model(cfg: CN) -> nn.Module:
         return TinyCNN(m.IN_CHANNELS, m.NUM_CLASSES, m.DROPOUT)
     if m.NAME not in BACKBONES:
         raise ConfigError(f"MODEL.NAME {m.NAME!r} is not a FER model; choose one of {', '.join(FER_MODELS)}")
-    model = build_backbone(m.NAME, m.NUM_CLASSES, m.IN_CHANNELS,
-                           {"DROPOUT": m.DROPOUT, "STOCHASTIC_DEPTH": m.STOCHASTIC_DEPTH})
+    model = build_backbone(
+        m.NAME, m.NUM_CLASSES, m.IN_CHANNELS, {"DROPOUT": m.DROPOUT, "STOCHASTIC_DEPTH": m.STOCHASTIC_DEPTH}
+    )
     if m.PRETRAINED:
         load_pretrained(model, m.PRETRAINED, m.IN_CHANNELS)
     return model

@@ -11,6 +11,7 @@ The same (n, seed, test_fraction) gives the same samples in every format:
 ``csv`` (Kaggle ``emotion,pixels,Usage``), ``torchvision`` (``ROOT/fer2013/fer2013.csv``)
 and ``folder`` (``train/<Class>/*.png``, ``test/<Class>/*.png``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,12 @@ _CENTRES = (np.mgrid[0:IMAGE_SIDE, 0:IMAGE_SIDE][::-1] + 0.5).reshape(2, -1)  # 
 def render_face(label: int, rng: np.random.Generator) -> np.ndarray:
     """One uint8 48 x 48 face of class ``label`` (an index into CLASS_NAMES)."""
     base = EXPRESSIONS[CLASS_NAMES[label]]
-    e = Expression(*(rng.normal(mean, spread) for mean, spread in
-                     zip(base.__dict__.values(), SHAPE_NOISE.__dict__.values(), strict=True)))
+    e = Expression(
+        *(
+            rng.normal(mean, spread)
+            for mean, spread in zip(base.__dict__.values(), SHAPE_NOISE.__dict__.values(), strict=True)
+        )
+    )
     # Face placement: centre, size and tilt; (u, v) are face coordinates of every pixel.
     centre = np.array([24.0, 25.0]) + rng.uniform(-3.0, 3.0, size=2)
     size = rng.uniform(0.85, 1.1)
@@ -114,7 +119,7 @@ def _soft_ellipse(x: np.ndarray, y: np.ndarray, rx: float, ry: float) -> np.ndar
 def _stroke(u: np.ndarray, v: np.ndarray, points: np.ndarray, thickness: float) -> np.ndarray:
     """Soft line through ``points`` (K x 2), sampled densely enough to look continuous."""
     d2 = (u[:, None] - points[None, :, 0]) ** 2 + (v[:, None] - points[None, :, 1]) ** 2
-    return np.exp(-d2.min(axis=1) / (thickness ** 2))
+    return np.exp(-d2.min(axis=1) / (thickness**2))
 
 
 # --------------------------------------------------------------- the set
@@ -126,8 +131,9 @@ def class_sample_counts(n: int) -> np.ndarray:
     return counts
 
 
-def synthetic_fer_arrays(n: int, seed: int = 0, test_fraction: float = 0.2
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def synthetic_fer_arrays(
+    n: int, seed: int = 0, test_fraction: float = 0.2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(images uint8 N x 48 x 48, labels int64, usages str)`` in Kaggle row order.
 
     Splits are stratified by class: about ``test_fraction`` of each class is
@@ -152,13 +158,15 @@ def synthetic_fer_arrays(n: int, seed: int = 0, test_fraction: float = 0.2
     labels = np.concatenate([order_rng.permutation(np.array(by_usage[u], dtype=np.int64)) for u in USAGES])
     usages = np.concatenate([np.full(len(by_usage[u]), u) for u in USAGES])
     # One generator per row: a row's image does not depend on how many rows precede it.
-    images = np.stack([render_face(int(label), np.random.default_rng([seed, 0, row]))
-                       for row, label in enumerate(labels)])
+    images = np.stack(
+        [render_face(int(label), np.random.default_rng([seed, 0, row])) for row, label in enumerate(labels)]
+    )
     return images, labels, usages
 
 
-def write_synthetic_fer(out: str, n: int, fmt: str, seed: int = 0, test_fraction: float = 0.2,
-                        overwrite: bool = False) -> str:
+def write_synthetic_fer(
+    out: str, n: int, fmt: str, seed: int = 0, test_fraction: float = 0.2, overwrite: bool = False
+) -> str:
     """Write a synthetic FER set under ``out``; returns the path to use as DATASET.ROOT.
 
     ``csv`` returns ``out/fer2013.csv``; ``torchvision`` and ``folder`` return ``out``.
@@ -168,13 +176,17 @@ def write_synthetic_fer(out: str, n: int, fmt: str, seed: int = 0, test_fraction
     if fmt not in SYNTH_FORMATS:
         raise ValueError(f"unknown synthetic FER format {fmt!r}; choose one of {', '.join(SYNTH_FORMATS)}")
     out = os.fspath(out)
-    targets = {"csv": [os.path.join(out, "fer2013.csv")],
-               "torchvision": [os.path.join(out, "fer2013")],
-               "folder": [os.path.join(out, "train"), os.path.join(out, "test")]}[fmt]
+    targets = {
+        "csv": [os.path.join(out, "fer2013.csv")],
+        "torchvision": [os.path.join(out, "fer2013")],
+        "folder": [os.path.join(out, "train"), os.path.join(out, "test")],
+    }[fmt]
     existing = [t for t in targets if os.path.exists(t)]
     if existing and not overwrite:
-        raise FileExistsError(f"synthetic FER output already exists: {', '.join(existing)} "
-                              f"(pass overwrite / --overwrite to replace it)")
+        raise FileExistsError(
+            f"synthetic FER output already exists: {', '.join(existing)} "
+            f"(pass overwrite / --overwrite to replace it)"
+        )
     for target in existing:
         shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
     images, labels, usages = synthetic_fer_arrays(n, seed, test_fraction)
@@ -220,6 +232,16 @@ def run_synth_fer(args: argparse.Namespace) -> int:
         print(f"harness data synth-fer: error: {e}", file=sys.stderr)
         return 2
     counts = class_sample_counts(args.n)
-    print(json.dumps({"root": root, "format": args.fmt, "n": args.n, "seed": args.seed,
-                      "classes": dict(zip(CLASS_NAMES, counts.tolist(), strict=True))}, indent=2))
+    print(
+        json.dumps(
+            {
+                "root": root,
+                "format": args.fmt,
+                "n": args.n,
+                "seed": args.seed,
+                "classes": dict(zip(CLASS_NAMES, counts.tolist(), strict=True)),
+            },
+            indent=2,
+        )
+    )
     return 0

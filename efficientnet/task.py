@@ -1,4 +1,5 @@
 """The FER2013 facial-expression workload: EfficientNet classification."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,10 @@ def hold_out(arrays: FERArrays, fraction: float, seed: int) -> tuple[FERArrays, 
     is_val = np.zeros(len(arrays), dtype=bool)
     is_val[np.random.default_rng(seed).permutation(len(arrays))[:n_val]] = True
     where = f"{arrays.source} (seeded {fraction:g} hold-out)"
-    return (FERArrays(arrays.images[~is_val], arrays.labels[~is_val], arrays.source),
-            FERArrays(arrays.images[is_val], arrays.labels[is_val], where))
+    return (
+        FERArrays(arrays.images[~is_val], arrays.labels[~is_val], arrays.source),
+        FERArrays(arrays.images[is_val], arrays.labels[is_val], where),
+    )
 
 
 class FERTask(Task):
@@ -49,8 +52,10 @@ class FERTask(Task):
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         d = self.cfg.DATASET
         if not d.ROOT:
-            raise ConfigError("DATASET.ROOT is empty: point it at fer2013.csv, a torchvision root or a "
-                              "folder set (or make one with `harness data synth-fer`)")
+            raise ConfigError(
+                "DATASET.ROOT is empty: point it at fer2013.csv, a torchvision root or a "
+                "folder set (or make one with `harness data synth-fer`)"
+            )
         if d.VAL_FRACTION > 0:
             whole = load_fer_splits(os.path.expanduser(d.ROOT), [d.TRAIN_SPLIT], d.FORMAT)[d.TRAIN_SPLIT]
             train, val = hold_out(whole, d.VAL_FRACTION, self.cfg.SEED)
@@ -74,8 +79,9 @@ class FERTask(Task):
         weight = None
         if self._loss_weights is not None:
             weight = self._loss_weights = self._loss_weights.to(outputs.device)
-        return F.cross_entropy(outputs.float(), batch["target"], weight=weight,
-                               label_smoothing=self.cfg.TRAIN.LABEL_SMOOTHING)
+        return F.cross_entropy(
+            outputs.float(), batch["target"], weight=weight, label_smoothing=self.cfg.TRAIN.LABEL_SMOOTHING
+        )
 
     def train_metrics(self, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         # Top-1 on the training batch (augmented views, dropout on), computed on the device.

@@ -13,6 +13,7 @@ Randomness: every parameter of a view is a function of a row of uniform numbers
 over the batch and independent of global state, batch composition and worker count;
 :func:`augment` draws it from a ``numpy.random.Generator`` for a single image.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,8 +84,13 @@ class FERAugment:
 
 
 # Config key in DATASET.AUG -> FERAugment field.
-CONFIG_KEYS = {"CROP_PADDING": "crop_padding", "HFLIP": "hflip", "ROTATION": "rotation_deg",
-               "SCALE": "scale", "RANDOM_ERASING": "random_erasing"}
+CONFIG_KEYS = {
+    "CROP_PADDING": "crop_padding",
+    "HFLIP": "hflip",
+    "ROTATION": "rotation_deg",
+    "SCALE": "scale",
+    "RANDOM_ERASING": "random_erasing",
+}
 
 
 # ------------------------------------------------------------ random numbers
@@ -117,13 +123,14 @@ def _counter_bits(keys: np.ndarray, count: int) -> np.ndarray:
         return _mix(keys[:, None] + counters)
 
 
-def keyed_uniforms(seed: int, epoch: int, indices: Sequence[int] | np.ndarray,
-                   count: int = NUM_DRAWS) -> np.ndarray:
+def keyed_uniforms(
+    seed: int, epoch: int, indices: Sequence[int] | np.ndarray, count: int = NUM_DRAWS
+) -> np.ndarray:
     """(len(indices), count) float64 uniforms in [0, 1), each a pure function of
     (seed, epoch, index, position): no generator state, so any batch split, worker
     count or resume point draws the same numbers for the same sample."""
     bits = _counter_bits(_keys(seed, epoch, indices), count)
-    return (bits >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def keyed_noise(seed: int, epoch: int, indices: Sequence[int] | np.ndarray, size: int) -> np.ndarray:
@@ -135,8 +142,14 @@ def keyed_noise(seed: int, epoch: int, indices: Sequence[int] | np.ndarray, size
 
 
 # ------------------------------------------------------------------ geometry
-def affine_inverse_batch(in_size: tuple[int, int], out_size: int, angle_deg: np.ndarray, scale: np.ndarray,
-                         shift: np.ndarray, flip: np.ndarray) -> np.ndarray:
+def affine_inverse_batch(
+    in_size: tuple[int, int],
+    out_size: int,
+    angle_deg: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    flip: np.ndarray,
+) -> np.ndarray:
     """(B, 6) PIL ``Image.AFFINE`` coefficients (output pixel -> input pixel) of the warps.
 
     Forward, about the image centres: flip, then rotate by ``angle_deg`` and zoom by
@@ -160,11 +173,23 @@ def affine_inverse_batch(in_size: tuple[int, int], out_size: int, angle_deg: np.
     return np.stack([i00 * rx, i01 * ry, c0, i10 * rx, i11 * ry, c1], axis=1)
 
 
-def affine_inverse(in_size: tuple[int, int], out_size: int, angle_deg: float, scale: float,
-                   shift: tuple[float, float], flip: bool) -> tuple[float, ...]:
+def affine_inverse(
+    in_size: tuple[int, int],
+    out_size: int,
+    angle_deg: float,
+    scale: float,
+    shift: tuple[float, float],
+    flip: bool,
+) -> tuple[float, ...]:
     """The coefficients of :func:`affine_inverse_batch` for one image, as a tuple."""
-    row = affine_inverse_batch(in_size, out_size, np.array([angle_deg]), np.array([scale]),
-                               np.array([shift], dtype=np.float64), np.array([flip]))[0]
+    row = affine_inverse_batch(
+        in_size,
+        out_size,
+        np.array([angle_deg]),
+        np.array([scale]),
+        np.array([shift], dtype=np.float64),
+        np.array([flip]),
+    )[0]
     return tuple(float(c) for c in row)
 
 
@@ -220,13 +245,18 @@ def erase_batch(images: np.ndarray, uniforms: np.ndarray, noise: Callable[[np.nd
     top = np.floor(chosen[:, 2] * (h - eh + 1)).astype(np.int64)
     left = np.floor(chosen[:, 3] * (w - ew + 1)).astype(np.int64)
     ys, xs = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
-    inside = ((ys >= top[:, None, None]) & (ys < (top + eh)[:, None, None])
-              & (xs >= left[:, None, None]) & (xs < (left + ew)[:, None, None]))
+    inside = (
+        (ys >= top[:, None, None])
+        & (ys < (top + eh)[:, None, None])
+        & (xs >= left[:, None, None])
+        & (xs < (left + ew)[:, None, None])
+    )
     images[rows] = np.where(inside, noise(rows), images[rows])
 
 
-def augment_batch(images: np.ndarray, aug: FERAugment, uniforms: np.ndarray,
-                  noise: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def augment_batch(
+    images: np.ndarray, aug: FERAugment, uniforms: np.ndarray, noise: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
     """Random training views of uint8 (B, H, W) images as uint8 (B, S, S), S = aug.image_size.
 
     ``uniforms`` (B, NUM_DRAWS) in [0, 1) decide every parameter; each position has

@@ -1,6 +1,7 @@
 """The FER workload as the registry sees it (``harness.tasks.WORKLOADS["fer"]``): config
 hooks and ``harness data`` subcommands, importable without torch. The training side is
 ``efficientnet.task.FERTask``."""
+
 from __future__ import annotations
 
 import argparse
@@ -44,18 +45,28 @@ def summarize_data(cfg: CN) -> dict[str, Any]:
 def add_data_cli(data_subparsers: argparse._SubParsersAction) -> None:
     """Add ``synth-fer`` to the ``harness data`` subcommands."""
     parser = data_subparsers.add_parser(
-        "synth-fer", help="write a synthetic, learnable FER2013-like data set",
+        "synth-fer",
+        help="write a synthetic, learnable FER2013-like data set",
         description="Write drawn 48x48 faces whose brows/mouth differ by class, in the Kaggle csv, "
-                    "torchvision or image-folder layout. Prints JSON with the DATASET.ROOT to use.")
+        "torchvision or image-folder layout. Prints JSON with the DATASET.ROOT to use.",
+    )
     parser.add_argument("out", metavar="OUT", help="output directory (created if missing)")
     parser.add_argument("--n", type=int, required=True, help="total number of images (>= 14)")
-    parser.add_argument("--format", choices=SYNTH_FORMATS, default="csv", dest="fmt",
-                        help="csv: OUT/fer2013.csv; torchvision: OUT/fer2013/fer2013.csv; "
-                             "folder: OUT/train/<Class>/*.png and OUT/test/<Class>/*.png")
+    parser.add_argument(
+        "--format",
+        choices=SYNTH_FORMATS,
+        default="csv",
+        dest="fmt",
+        help="csv: OUT/fer2013.csv; torchvision: OUT/fer2013/fer2013.csv; "
+        "folder: OUT/train/<Class>/*.png and OUT/test/<Class>/*.png",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same images)")
-    parser.add_argument("--test-fraction", type=float, default=0.2,
-                        help="fraction of each class put in the test usages "
-                             "(half PublicTest, half PrivateTest)")
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="fraction of each class put in the test usages (half PublicTest, half PrivateTest)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set in OUT")
     parser.set_defaults(func=_run_synth_fer)
 

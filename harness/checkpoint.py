@@ -1,5 +1,6 @@
 """Atomic checkpoints: ``checkpoints/last.pt`` holds everything needed to resume
 at the exact step (model, optimizer, scaler, scheduler state, step in epoch, RNG)."""
+
 from __future__ import annotations
 
 import io
@@ -27,8 +28,9 @@ class CheckpointError(UserError):
     """A checkpoint that cannot be read, or does not fit the model; the message is one line."""
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any],
-                    midway: Callable[[], None] | None = None) -> None:
+def save_checkpoint(
+    path: str | os.PathLike, state: dict[str, Any], midway: Callable[[], None] | None = None
+) -> None:
     """Write ``state`` atomically: a process killed mid-write leaves the previous file
     intact and only a ``.last.pt.*.tmp`` beside it, which nothing ever loads (and the
     next save removes). ``midway`` runs after half the bytes are written (fault tests)."""
@@ -42,7 +44,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any],
 
 def _first_line(error: BaseException, limit: int = 200) -> str:
     text = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
@@ -53,8 +55,10 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
         # weights_only=False: the checkpoint holds RNG states and plain Python values.
         return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {_first_line(e)}); "
-                              "delete it or pass --resume never") from e
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(e).__name__}: {_first_line(e)}); "
+            "delete it or pass --resume never"
+        ) from e
 
 
 def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -64,8 +68,9 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any] | None:
     return dict(config) if isinstance(config, dict) else None
 
 
-def check_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
-                     source: str | os.PathLike) -> None:
+def check_model_state(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike
+) -> None:
     """Raise a one-line CheckpointError when ``state`` cannot load into ``model``: it
     counts the missing, unexpected and mis-shaped tensors (never a multi-KB key dump)."""
     own = model.state_dict()
@@ -73,10 +78,15 @@ def check_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
-        parts = [f"{len(v)} {what} (e.g. {v[0]})" for v, what in
-                 ((missing, "missing"), (unexpected, "unexpected"), (shapes, "with another shape")) if v]
-        raise CheckpointError(f"checkpoint {source} does not fit the model: {', '.join(parts)} tensors; "
-                              "it was written for another MODEL config")
+        parts = [
+            f"{len(v)} {what} (e.g. {v[0]})"
+            for v, what in ((missing, "missing"), (unexpected, "unexpected"), (shapes, "with another shape"))
+            if v
+        ]
+        raise CheckpointError(
+            f"checkpoint {source} does not fit the model: {', '.join(parts)} tensors; "
+            "it was written for another MODEL config"
+        )
 
 
 def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:

@@ -1,4 +1,5 @@
 """The ``harness`` command: train, data, sweep, status, resubmit, cancel, analyze."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,12 @@ def _train_opts(args: argparse.Namespace) -> list[str]:
     flags = [o for o in opts[0::2] if o.startswith("--")]
     if flags:
         raise ConfigError(f"{flags[0]} came after the KEY VALUE overrides; put flags before them")
-    for flag, key in (("gpus", "DIST.GPUS"), ("strategy", "DIST.STRATEGY"), ("output_dir", "OUTPUT_DIR"),
-                      ("run_name", "RUN_NAME")):
+    for flag, key in (
+        ("gpus", "DIST.GPUS"),
+        ("strategy", "DIST.STRATEGY"),
+        ("output_dir", "OUTPUT_DIR"),
+        ("run_name", "RUN_NAME"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             opts += [key, str(value)]
@@ -74,35 +79,45 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.tasks import WORKLOADS, get_workload
 
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of user errors too (also HARNESS_DEBUG=1)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of user errors too (also HARNESS_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train one run (single, dp, or ddp with local processes)",
-                           description="Train one run from a YAML config. Trailing KEY VALUE pairs override "
-                                       "config keys, e.g. TRAIN.LR 0.01 DATA.NUM_WORKERS 4.")
+    train = sub.add_parser(
+        "train",
+        help="train one run (single, dp, or ddp with local processes)",
+        description="Train one run from a YAML config. Trailing KEY VALUE pairs override "
+        "config keys, e.g. TRAIN.LR 0.01 DATA.NUM_WORKERS 4.",
+    )
     train.add_argument("--config", required=True, help="experiment YAML (may use _BASE_)")
-    train.add_argument("--gpus", type=int,
-                       help="devices (DIST.GPUS); on CPU the number of gloo processes for ddp")
+    train.add_argument(
+        "--gpus", type=int, help="devices (DIST.GPUS); on CPU the number of gloo processes for ddp"
+    )
     train.add_argument("--strategy", choices=("single", "dp", "ddp"), help="DIST.STRATEGY")
     train.add_argument("--output-dir", help="OUTPUT_DIR: parent of the run directory")
     train.add_argument("--run-name", help="RUN_NAME: the run directory's name")
-    train.add_argument("--resume", default="auto",
-                       help="auto (default: continue from <run dir>/checkpoints/last.pt when it exists and "
-                            "was trained with the same config; a completed run is left as it is), force "
-                            "(continue even though identity keys changed; recorded in run.json "
-                            "resumed_with_changes), never, or a checkpoint path")
+    train.add_argument(
+        "--resume",
+        default="auto",
+        help="auto (default: continue from <run dir>/checkpoints/last.pt when it exists and "
+        "was trained with the same config; a completed run is left as it is), force "
+        "(continue even though identity keys changed; recorded in run.json "
+        "resumed_with_changes), never, or a checkpoint path",
+    )
     train.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     train.set_defaults(func=cmd_train)
 
     data = sub.add_parser("data", help="make synthetic data sets and summarise data")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     summary = data_sub.add_parser(
-        "summary", help="print the data set's split sizes and counts as JSON",
+        "summary",
+        help="print the data set's split sizes and counts as JSON",
         description="Read the data set a config points at (DATASET.ROOT...) and print, as JSON, what each "
-                    "split holds, without training. FER: each split's size and per-class counts by class "
-                    "name (bad rows fail with the file and row named). Pose: images, annotations and "
-                    "persons (non-crowd, with keypoints) of the train and test sets.")
+        "split holds, without training. FER: each split's size and per-class counts by class "
+        "name (bad rows fail with the file and row named). Pose: images, annotations and "
+        "persons (non-crowd, with keypoints) of the train and test sets.",
+    )
     summary.add_argument("--config", required=True, help="experiment YAML (FER or pose)")
     summary.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     summary.set_defaults(func=cmd_data_summary)

@@ -10,6 +10,7 @@ the measurements and an alpha-beta fit per collective (schema: docs/commbench.md
 
 torch is imported only inside the command, so ``harness --help`` stays light.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,19 @@ from typing import Any
 from analysis.commbench_data import OPS, RESULT_FILE, SCHEMA, bus_factor, fit_alpha_beta
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
-_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2,
-          "G": 1024**3, "GB": 1024**3, "GIB": 1024**3}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1024,
+    "KB": 1024,
+    "KIB": 1024,
+    "M": 1024**2,
+    "MB": 1024**2,
+    "MIB": 1024**2,
+    "G": 1024**3,
+    "GB": 1024**3,
+    "GIB": 1024**3,
+}
 
 
 def parse_bytes(text: str) -> int:
@@ -60,25 +72,57 @@ def message_sizes(min_bytes: int, max_bytes: int) -> list[int]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--gpus", type=int, default=None,
-                        help="local processes to spawn (one per GPU; gloo processes on CPU). Ignored under "
-                             "torchrun or Slurm, whose world is used as it is (default 2 when neither)")
-    parser.add_argument("--min-bytes", type=parse_bytes, default=parse_bytes("4K"), metavar="SIZE",
-                        help="smallest message (default 4K)")
-    parser.add_argument("--max-bytes", type=parse_bytes, default=parse_bytes("256M"), metavar="SIZE",
-                        help="largest message; sizes double from --min-bytes (default 256M)")
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        help="local processes to spawn (one per GPU; gloo processes on CPU). Ignored under "
+        "torchrun or Slurm, whose world is used as it is (default 2 when neither)",
+    )
+    parser.add_argument(
+        "--min-bytes",
+        type=parse_bytes,
+        default=parse_bytes("4K"),
+        metavar="SIZE",
+        help="smallest message (default 4K)",
+    )
+    parser.add_argument(
+        "--max-bytes",
+        type=parse_bytes,
+        default=parse_bytes("256M"),
+        metavar="SIZE",
+        help="largest message; sizes double from --min-bytes (default 256M)",
+    )
     parser.add_argument("--iters", type=int, default=10, help="timed calls per size (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per size first (default 2)")
-    parser.add_argument("--budget-s", type=float, default=10.0, metavar="S",
-                        help="fewer timed calls (at least 1) for sizes whose --iters calls would take "
-                             "longer than this, judged from the warmup (default 10)")
-    parser.add_argument("--ops", type=_ops, default=list(OPS), metavar="OP,OP",
-                        help=f"collectives to run (default {','.join(OPS)})")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="fewer timed calls (at least 1) for sizes whose --iters calls would take "
+        "longer than this, judged from the warmup (default 10)",
+    )
+    parser.add_argument(
+        "--ops",
+        type=_ops,
+        default=list(OPS),
+        metavar="OP,OP",
+        help=f"collectives to run (default {','.join(OPS)})",
+    )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="element type (default float32)")
-    parser.add_argument("--backend", choices=("auto", "nccl", "gloo"), default="auto",
-                        help="process-group backend (default auto: nccl with CUDA, gloo without)")
-    parser.add_argument("--out", default="runs/commbench", metavar="DIR",
-                        help=f"directory of {RESULT_FILE} (default runs/commbench)")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "nccl", "gloo"),
+        default="auto",
+        help="process-group backend (default auto: nccl with CUDA, gloo without)",
+    )
+    parser.add_argument(
+        "--out",
+        default="runs/commbench",
+        metavar="DIR",
+        help=f"directory of {RESULT_FILE} (default runs/commbench)",
+    )
     parser.add_argument("--label", default="", help="free text stored with the result, e.g. the link")
     return parser
 
@@ -86,8 +130,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add ``commbench`` to the ``harness`` command's subcommands."""
     parser = subparsers.add_parser(
-        "commbench", help="all-reduce/all-gather/reduce-scatter/broadcast bandwidth (nccl-tests style)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "commbench",
+        help="all-reduce/all-gather/reduce-scatter/broadcast bandwidth (nccl-tests style)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     configure_parser(parser)
     parser.set_defaults(func=cmd_commbench)
 
@@ -97,8 +144,9 @@ def _check(args: argparse.Namespace) -> None:
         if getattr(args, key) < (1 if key == "iters" else 0):
             raise SystemExit(f"harness commbench: error: --{key} must be >= {1 if key == 'iters' else 0}")
     if args.min_bytes > args.max_bytes:
-        raise SystemExit(f"harness commbench: error: --min-bytes {args.min_bytes} > "
-                         f"--max-bytes {args.max_bytes}")
+        raise SystemExit(
+            f"harness commbench: error: --min-bytes {args.min_bytes} > --max-bytes {args.max_bytes}"
+        )
 
 
 def cmd_commbench(args: argparse.Namespace) -> int:
@@ -117,16 +165,26 @@ def cmd_commbench(args: argparse.Namespace) -> int:
     import torch.multiprocessing as mp
 
     if torch.cuda.is_available() and torch.cuda.device_count() < nprocs:
-        raise SystemExit(f"harness commbench: error: --gpus {nprocs} but only {torch.cuda.device_count()} "
-                         "CUDA devices are visible")
+        raise SystemExit(
+            f"harness commbench: error: --gpus {nprocs} but only {torch.cuda.device_count()} "
+            "CUDA devices are visible"
+        )
     port = find_free_port()
     mp.start_processes(_worker, args=(nprocs, port, options), nprocs=nprocs, start_method="spawn")
     return 0
 
 
 def _worker(local_rank: int, nprocs: int, port: int, options: dict[str, Any]) -> None:
-    os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nprocs),
-                       "LOCAL_WORLD_SIZE": str(nprocs), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(local_rank),
+            "LOCAL_RANK": str(local_rank),
+            "WORLD_SIZE": str(nprocs),
+            "LOCAL_WORLD_SIZE": str(nprocs),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     run_commbench(options, launcher="spawn")
 
 
@@ -140,8 +198,12 @@ def run_commbench(options: dict[str, Any], launcher: str, out_dir: str | os.Path
     world = du.world_info_from_env()
     device = du.init_distributed(world, options.get("backend", "auto"))
     if not dist.is_initialized():  # one process (e.g. a 1-task Slurm job): a group of one
-        dist.init_process_group(du.resolve_backend(options.get("backend", "auto")), rank=0, world_size=1,
-                                init_method=f"tcp://127.0.0.1:{du.find_free_port()}")
+        dist.init_process_group(
+            du.resolve_backend(options.get("backend", "auto")),
+            rank=0,
+            world_size=1,
+            init_method=f"tcp://127.0.0.1:{du.find_free_port()}",
+        )
     try:
         backend = dist.get_backend()
         hosts = du.gather_objects(socket.gethostname())
@@ -153,18 +215,33 @@ def run_commbench(options: dict[str, Any], launcher: str, out_dir: str | os.Path
                 rows.append(_measure(op, size, dtype, device, options, world.world_size))
                 if du.is_main():
                     _print_row(rows[-1])
-        fits = {op: fit_alpha_beta([r["bytes"] for r in rows if r["op"] == op],
-                                   [r["time_s"] for r in rows if r["op"] == op],
-                                   bus_factor(op, world.world_size)) for op in options["ops"]}
+        fits = {
+            op: fit_alpha_beta(
+                [r["bytes"] for r in rows if r["op"] == op],
+                [r["time_s"] for r in rows if r["op"] == op],
+                bus_factor(op, world.world_size),
+            )
+            for op in options["ops"]
+        }
         result = {
-            "schema": SCHEMA, "created_at": time.time(), "label": options.get("label", ""),
-            "launcher": launcher, "backend": backend, "device_type": device.type, "dtype": options["dtype"],
-            "world_size": world.world_size, "nodes": nodes,
-            "gpus_per_node": world.world_size // max(1, nodes), "hosts": sorted(set(hosts)),
-            "iters": options["iters"], "warmup": options["warmup"],
+            "schema": SCHEMA,
+            "created_at": time.time(),
+            "label": options.get("label", ""),
+            "launcher": launcher,
+            "backend": backend,
+            "device_type": device.type,
+            "dtype": options["dtype"],
+            "world_size": world.world_size,
+            "nodes": nodes,
+            "gpus_per_node": world.world_size // max(1, nodes),
+            "hosts": sorted(set(hosts)),
+            "iters": options["iters"],
+            "warmup": options["warmup"],
             "socket_ifname": os.environ.get(f"{'NCCL' if backend == 'nccl' else 'GLOO'}_SOCKET_IFNAME", ""),
-            "torch_version": torch.__version__, "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
-            "results": rows, "fits": fits,
+            "torch_version": torch.__version__,
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
+            "results": rows,
+            "fits": fits,
         }
         if du.is_main():
             path = Path(out_dir or options.get("out") or ".") / RESULT_FILE
@@ -250,20 +327,32 @@ def _measure(op: str, size: int, dtype: Any, device: Any, options: dict[str, Any
     _sync(device)
     time_s = _slowest((time.perf_counter() - start) / iters, device)
     algbw = nbytes / time_s
-    return {"op": op, "bytes": nbytes, "count": int(tensor.numel() if op != "all_gather" else output.numel()),
-            "iters": iters, "time_s": time_s, "algbw_gb_per_s": algbw / 1e9,
-            "busbw_gb_per_s": algbw * bus_factor(op, n) / 1e9}
+    return {
+        "op": op,
+        "bytes": nbytes,
+        "count": int(tensor.numel() if op != "all_gather" else output.numel()),
+        "iters": iters,
+        "time_s": time_s,
+        "algbw_gb_per_s": algbw / 1e9,
+        "busbw_gb_per_s": algbw * bus_factor(op, n) / 1e9,
+    }
 
 
 def _print_row(row: dict[str, Any]) -> None:
-    print(f"{row['op']:>15} {row['bytes']:>12d} B {row['time_s'] * 1e6:>12.1f} us "
-          f"algbw {row['algbw_gb_per_s']:8.4f} GB/s busbw {row['busbw_gb_per_s']:8.4f} GB/s "
-          f"({row['iters']} iters)", flush=True)
+    print(
+        f"{row['op']:>15} {row['bytes']:>12d} B {row['time_s'] * 1e6:>12.1f} us "
+        f"algbw {row['algbw_gb_per_s']:8.4f} GB/s busbw {row['busbw_gb_per_s']:8.4f} GB/s "
+        f"({row['iters']} iters)",
+        flush=True,
+    )
 
 
 def _print_fits(result: dict[str, Any]) -> None:
-    print(f"topology: {result['nodes']} node(s) x {result['gpus_per_node']} process(es), "
-          f"backend {result['backend']}", flush=True)
+    print(
+        f"topology: {result['nodes']} node(s) x {result['gpus_per_node']} process(es), "
+        f"backend {result['backend']}",
+        flush=True,
+    )
     for op, fit in result["fits"].items():
         beta = fit.get("beta_bytes_per_s")
         bw = f"{beta / 1e9:.4f} GB/s ({beta * 8 / 1e6:.1f} Mbit/s)" if beta else "not identified"
@@ -317,14 +406,26 @@ def run_local_job(cfg: Any) -> int:
         raise SystemExit(f"DIST.NODES {cfg.DIST.NODES}: a multi-node commbench needs the slurm backend")
     import torch.multiprocessing as mp
 
-    mp.start_processes(_job_worker, args=(cfg.DIST.GPUS, du.find_free_port(), cfg), nprocs=cfg.DIST.GPUS,
-                       start_method="spawn")
+    mp.start_processes(
+        _job_worker,
+        args=(cfg.DIST.GPUS, du.find_free_port(), cfg),
+        nprocs=cfg.DIST.GPUS,
+        start_method="spawn",
+    )
     return 0
 
 
 def _job_worker(local_rank: int, nprocs: int, port: int, cfg: Any) -> None:
-    os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nprocs),
-                       "LOCAL_WORLD_SIZE": str(nprocs), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(local_rank),
+            "LOCAL_RANK": str(local_rank),
+            "WORLD_SIZE": str(nprocs),
+            "LOCAL_WORLD_SIZE": str(nprocs),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     run_job(cfg, list(cfg.JOB.ARGS))
 
 

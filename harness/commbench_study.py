@@ -16,6 +16,7 @@ plot into docs/commbench.md and docs/commbench-study.png; the test suite runs
 one rate (tests/test_commbench_slurm.py). The link is unshaped afterwards,
 whatever happens.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,8 +81,11 @@ class RatePoint:
 
     @property
     def passed(self) -> bool:
-        return (self.bandwidth_error is not None and self.bandwidth_error <= BANDWIDTH_TOLERANCE
-                and self.step_error <= STEP_TOLERANCE)
+        return (
+            self.bandwidth_error is not None
+            and self.bandwidth_error <= BANDWIDTH_TOLERANCE
+            and self.step_error <= STEP_TOLERANCE
+        )
 
 
 def rate_bytes_per_s(rate: str) -> float:
@@ -95,11 +99,18 @@ def rate_bytes_per_s(rate: str) -> float:
 
 def _cluster_script(command: str, *args: str, state_dir: Path | None) -> str:
     extra = ["--state-dir", str(state_dir)] if state_dir else []
-    result = subprocess.run(["bash", str(CLUSTER_SCRIPT), command, *args, *extra], capture_output=True,
-                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT), command, *args, *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     if result.returncode != 0:
-        raise RuntimeError(f"local-cluster.sh {command} {' '.join(args)} exited {result.returncode}: "
-                           f"{(result.stderr or result.stdout).strip()[-1500:]}")
+        raise RuntimeError(
+            f"local-cluster.sh {command} {' '.join(args)} exited {result.returncode}: "
+            f"{(result.stderr or result.stdout).strip()[-1500:]}"
+        )
     return result.stdout
 
 
@@ -119,8 +130,9 @@ def cluster_env(state_dir: Path | None) -> dict[str, str]:
     env = dict(re.findall(r"export (\w+)=(\S+)", text))
     facts_path = Path(env["SLURM_LOCAL_STATE"]) / "cluster.env"
     if not facts_path.is_file() or "NODES=2" not in facts_path.read_text():
-        raise RuntimeError("the study needs the 2-node local cluster: "
-                           "bash slurm/local-cluster.sh up --nodes 2")
+        raise RuntimeError(
+            "the study needs the 2-node local cluster: bash slurm/local-cluster.sh up --nodes 2"
+        )
     return env
 
 
@@ -144,31 +156,57 @@ def _ensure_data(work: Path, opts: StudyOptions) -> Path:
     return root
 
 
-def _run_sweep(work: Path, profile: Path, name: str, grid: dict[str, list[Any]], overrides: dict[str, Any],
-               timeout_s: float, seeds: Sequence[int] = (0,)) -> Path:
+def _run_sweep(
+    work: Path,
+    profile: Path,
+    name: str,
+    grid: dict[str, list[Any]],
+    overrides: dict[str, Any],
+    timeout_s: float,
+    seeds: Sequence[int] = (0,),
+) -> Path:
     from harness.launcher.sweep_ops import launch_sweep, wait_for_sweep
 
-    spec = {"name": name, "base": str(BASE_CONFIG), "grid": grid, "seeds": list(seeds),
-            "overrides": {"LOG.WANDB.MODE": "disabled", "EVAL.EVERY_EPOCHS": 0, **overrides}}
+    spec = {
+        "name": name,
+        "base": str(BASE_CONFIG),
+        "grid": grid,
+        "seeds": list(seeds),
+        "overrides": {"LOG.WANDB.MODE": "disabled", "EVAL.EVERY_EPOCHS": 0, **overrides},
+    }
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     # Fresh runs every time: a kept sweep would skip its completed runs.
     shutil.rmtree(work / "sweeps" / name, ignore_errors=True)
-    sweep_dir = launch_sweep(str(path), backend="slurm", cluster=str(profile), root=str(work / "sweeps"),
-                             force=True, out=io.StringIO())
+    sweep_dir = launch_sweep(
+        str(path),
+        backend="slurm",
+        cluster=str(profile),
+        root=str(work / "sweeps"),
+        force=True,
+        out=io.StringIO(),
+    )
     rows = wait_for_sweep(sweep_dir, poll_s=2, timeout_s=timeout_s)
     failed = [(r.name, r.state) for r in rows if r.state != "completed"]
     if failed:
-        raise RuntimeError(f"sweep {name} did not complete: {failed}; "
-                           f"logs under {sweep_dir}/runs/*/slurm-logs")
+        raise RuntimeError(
+            f"sweep {name} did not complete: {failed}; logs under {sweep_dir}/runs/*/slurm-logs"
+        )
     return sweep_dir
 
 
 def _train_overrides(opts: StudyOptions, data_root: Path) -> dict[str, Any]:
-    return {"DATASET.ROOT": str(data_root), "TRAIN.EPOCHS": 1, "TRAIN.MAX_STEPS_PER_EPOCH": opts.steps,
-            "TRAIN.BATCH_SIZE_PER_GPU": opts.batch, "LOG.EVERY_N_STEPS": 2,
-            "LOG.WARMUP_STEPS": opts.warmup_steps, "LOG.PROGRESS": False, "CHECKPOINT.EVERY_EPOCHS": 1,
-            "EVAL.VIS_SAMPLES": 0}
+    return {
+        "DATASET.ROOT": str(data_root),
+        "TRAIN.EPOCHS": 1,
+        "TRAIN.MAX_STEPS_PER_EPOCH": opts.steps,
+        "TRAIN.BATCH_SIZE_PER_GPU": opts.batch,
+        "LOG.EVERY_N_STEPS": 2,
+        "LOG.WARMUP_STEPS": opts.warmup_steps,
+        "LOG.PROGRESS": False,
+        "CHECKPOINT.EVERY_EPOCHS": 1,
+        "EVAL.VIS_SAMPLES": 0,
+    }
 
 
 def steady_medians(run_dir: Path) -> dict[str, float]:
@@ -203,8 +241,15 @@ def measure_compute(opts: StudyOptions, profile: Path, data_root: Path, tag: str
     Both local "nodes" share this host's cores, so two such runs go at once (one
     Slurm array, two seeds): each sees the core sharing a rank of the 2-node run
     sees, which a lone run would not. The step time is the mean of their medians."""
-    _run_sweep(opts.work, profile, f"compute-{tag}", {"gpus": [1], "nodes": [1]},
-               _train_overrides(opts, data_root), opts.timeout_s, seeds=(0, 1))
+    _run_sweep(
+        opts.work,
+        profile,
+        f"compute-{tag}",
+        {"gpus": [1], "nodes": [1]},
+        _train_overrides(opts, data_root),
+        opts.timeout_s,
+        seeds=(0, 1),
+    )
     return compute_of(opts.work / "sweeps" / f"compute-{tag}")
 
 
@@ -219,13 +264,37 @@ def measure_rate(opts: StudyOptions, profile: Path, data_root: Path, rate: str) 
     tag = rate.replace(".", "p")
     # Measured next to the DDP run: the host's load from other work drifts over minutes.
     measure_compute(opts, profile, data_root, tag)
-    args = ["--min-bytes", opts.min_bytes, "--max-bytes", opts.max_bytes, "--iters", str(opts.iters),
-            "--warmup", "1", "--ops", opts.ops, "--label", f"tbf {rate}"]
+    args = [
+        "--min-bytes",
+        opts.min_bytes,
+        "--max-bytes",
+        opts.max_bytes,
+        "--iters",
+        str(opts.iters),
+        "--warmup",
+        "1",
+        "--ops",
+        opts.ops,
+        "--label",
+        f"tbf {rate}",
+    ]
     with shaped_link(rate, opts.state_dir):
-        _run_sweep(opts.work, profile, f"commbench-{tag}", {"gpus": [2], "nodes": [2]},
-                   {"JOB.KIND": "commbench", "JOB.ARGS": args}, opts.timeout_s)
-        _run_sweep(opts.work, profile, f"ddp-{tag}", {"gpus": [2], "nodes": [2]},
-                   _train_overrides(opts, data_root), opts.timeout_s)
+        _run_sweep(
+            opts.work,
+            profile,
+            f"commbench-{tag}",
+            {"gpus": [2], "nodes": [2]},
+            {"JOB.KIND": "commbench", "JOB.ARGS": args},
+            opts.timeout_s,
+        )
+        _run_sweep(
+            opts.work,
+            profile,
+            f"ddp-{tag}",
+            {"gpus": [2], "nodes": [2]},
+            _train_overrides(opts, data_root),
+            opts.timeout_s,
+        )
     # Compute again after the DDP run: the mean of both brackets the DDP run in time.
     measure_compute(opts, profile, data_root, f"{tag}-after")
     return evaluate_rate(opts.work, rate)
@@ -238,8 +307,9 @@ def evaluate_rate(work: Path, rate: str) -> RatePoint:
 
     tag = rate.replace(".", "p")
     sweeps = work / "sweeps"
-    brackets = [compute_of(p) for p in (sweeps / f"compute-{tag}", sweeps / f"compute-{tag}-after")
-                if p.is_dir()]
+    brackets = [
+        compute_of(p) for p in (sweeps / f"compute-{tag}", sweeps / f"compute-{tag}-after") if p.is_dir()
+    ]
     compute_s, grad_bytes = statistics.mean(c for c, _ in brackets), brackets[0][1]
     bench, ddp = sweeps / f"commbench-{tag}", sweeps / f"ddp-{tag}"
     result = read_commbench(_only_run(bench) / "commbench.json")
@@ -255,12 +325,21 @@ def evaluate_rate(work: Path, rate: str) -> RatePoint:
     prediction = predict_ddp_step(compute_s, grad_bytes, fit, world_size=2, exposed_fraction=exposed)
     measured = medians["time/step_s"]
     return RatePoint(
-        rate=rate, configured_bytes_per_s=configured, measured_bytes_per_s=beta, alpha_s=fit.get("alpha_s"),
-        bandwidth_error=abs(beta - configured) / configured if beta else None, compute_s=compute_s,
-        grad_bytes=grad_bytes, comm_s=prediction["comm_s"], exposed_fraction=prediction["exposed_fraction"],
-        overlap_measured=prediction["overlap_measured"], predicted_step_s=prediction["predicted_step_s"],
-        measured_step_s=measured, step_error=abs(prediction["predicted_step_s"] - measured) / measured,
-        busbw_by_op={op: f.get("beta_bytes_per_s") for op, f in result["fits"].items()})
+        rate=rate,
+        configured_bytes_per_s=configured,
+        measured_bytes_per_s=beta,
+        alpha_s=fit.get("alpha_s"),
+        bandwidth_error=abs(beta - configured) / configured if beta else None,
+        compute_s=compute_s,
+        grad_bytes=grad_bytes,
+        comm_s=prediction["comm_s"],
+        exposed_fraction=prediction["exposed_fraction"],
+        overlap_measured=prediction["overlap_measured"],
+        predicted_step_s=prediction["predicted_step_s"],
+        measured_step_s=measured,
+        step_error=abs(prediction["predicted_step_s"] - measured) / measured,
+        busbw_by_op={op: f.get("beta_bytes_per_s") for op, f in result["fits"].items()},
+    )
 
 
 def run_study(opts: StudyOptions) -> list[RatePoint]:
@@ -275,12 +354,19 @@ def run_study(opts: StudyOptions) -> list[RatePoint]:
     return points
 
 
-def write_study_json(opts: StudyOptions, points: Sequence[RatePoint],
-                     finished_at: float | None = None) -> None:
-    (opts.work / "study.json").write_text(json.dumps({"options": {**asdict(opts), "work": str(opts.work),
-                                                                  "state_dir": str(opts.state_dir or "")},
-                                                      "finished_at": finished_at or time.time(),
-                                                      "points": [asdict(p) for p in points]}, indent=2))
+def write_study_json(
+    opts: StudyOptions, points: Sequence[RatePoint], finished_at: float | None = None
+) -> None:
+    (opts.work / "study.json").write_text(
+        json.dumps(
+            {
+                "options": {**asdict(opts), "work": str(opts.work), "state_dir": str(opts.state_dir or "")},
+                "finished_at": finished_at or time.time(),
+                "points": [asdict(p) for p in points],
+            },
+            indent=2,
+        )
+    )
 
 
 def load_study(path: Path) -> tuple[list[RatePoint], StudyOptions, float]:
@@ -295,23 +381,29 @@ def _mbit(bytes_per_s: float | None) -> str:
 
 
 def study_table(points: Sequence[RatePoint]) -> str:
-    header = ("| link (tbf) | all-reduce busbw Mbit/s | error | α ms | compute s | comm s (model) "
-              "| exposed | predicted step s | measured step s | error | pass |")
+    header = (
+        "| link (tbf) | all-reduce busbw Mbit/s | error | α ms | compute s | comm s (model) "
+        "| exposed | predicted step s | measured step s | error | pass |"
+    )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for p in points:
         exposed = f"{p.exposed_fraction:.2f}" + ("" if p.overlap_measured else " (assumed)")
         bw_err = "-" if p.bandwidth_error is None else f"{p.bandwidth_error:.1%}"
         alpha = "-" if p.alpha_s is None else f"{p.alpha_s * 1e3:.2f}"
-        lines.append(f"| {p.rate} | {_mbit(p.measured_bytes_per_s)} | {bw_err} | {alpha} | {p.compute_s:.3f} "
-                     f"| {p.comm_s:.3f} | {exposed} | {p.predicted_step_s:.3f} | {p.measured_step_s:.3f} "
-                     f"| {p.step_error:.1%} | {'yes' if p.passed else 'NO'} |")
+        lines.append(
+            f"| {p.rate} | {_mbit(p.measured_bytes_per_s)} | {bw_err} | {alpha} | {p.compute_s:.3f} "
+            f"| {p.comm_s:.3f} | {exposed} | {p.predicted_step_s:.3f} | {p.measured_step_s:.3f} "
+            f"| {p.step_error:.1%} | {'yes' if p.passed else 'NO'} |"
+        )
     return "\n".join(lines)
 
 
 def other_ops_table(points: Sequence[RatePoint]) -> str:
     ops = sorted({op for p in points for op in p.busbw_by_op})
-    lines = ["| link (tbf) | " + " | ".join(f"{op} busbw Mbit/s" for op in ops) + " |",
-             "|---|" + "---|" * len(ops)]
+    lines = [
+        "| link (tbf) | " + " | ".join(f"{op} busbw Mbit/s" for op in ops) + " |",
+        "|---|" + "---|" * len(ops),
+    ]
     for p in points:
         lines.append(f"| {p.rate} | " + " | ".join(_mbit(p.busbw_by_op.get(op)) for op in ops) + " |")
     return "\n".join(lines)
@@ -328,58 +420,94 @@ def write_plot(points: Sequence[RatePoint], path: Path) -> None:
     measured = [(p.measured_bytes_per_s or float("nan")) * 8 / 1e6 for p in points]
     left.plot(configured, configured, "k--", label="configured")
     left.plot(configured, measured, "o-", label="commbench all-reduce busbw")
-    left.fill_between(configured, [c * (1 - BANDWIDTH_TOLERANCE) for c in configured],
-                      [c * (1 + BANDWIDTH_TOLERANCE) for c in configured], alpha=0.15, label="±15%")
-    left.set(xscale="log", yscale="log", xlabel="tbf rate (Mbit/s)", ylabel="bandwidth (Mbit/s)",
-             title="Link bandwidth recovered by commbench")
+    left.fill_between(
+        configured,
+        [c * (1 - BANDWIDTH_TOLERANCE) for c in configured],
+        [c * (1 + BANDWIDTH_TOLERANCE) for c in configured],
+        alpha=0.15,
+        label="±15%",
+    )
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="tbf rate (Mbit/s)",
+        ylabel="bandwidth (Mbit/s)",
+        title="Link bandwidth recovered by commbench",
+    )
     left.legend()
     right.plot(configured, [p.measured_step_s for p in points], "o-", label="measured DDP step")
-    right.plot(configured, [p.predicted_step_s for p in points], "s--",
-               label="compute + exposed comm (model)")
+    right.plot(
+        configured, [p.predicted_step_s for p in points], "s--", label="compute + exposed comm (model)"
+    )
     right.plot(configured, [p.compute_s for p in points], color="grey", lw=0.8, label="1-node compute")
-    right.set(xscale="log", xlabel="tbf rate (Mbit/s)", ylabel="step time (s)",
-              title="EfficientNet-B0, 2 nodes x 1 process")
+    right.set(
+        xscale="log",
+        xlabel="tbf rate (Mbit/s)",
+        ylabel="step time (s)",
+        title="EfficientNet-B0, 2 nodes x 1 process",
+    )
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write_doc(points: Sequence[RatePoint], opts: StudyOptions, measured_at: float, doc: Path = DOC,
-              plot: Path = PLOT) -> None:
+def write_doc(
+    points: Sequence[RatePoint], opts: StudyOptions, measured_at: float, doc: Path = DOC, plot: Path = PLOT
+) -> None:
     """Replace the study section of docs/commbench.md (between its markers)."""
     write_plot(points, plot)
     text = doc.read_text()
     if BEGIN not in text or END not in text:
         raise RuntimeError(f"{doc} lacks the markers {BEGIN} / {END}")
-    section = "\n".join([
-        BEGIN,
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(measured_at))} with "
-        "`make commbench-study` "
-        f"(rates {', '.join(opts.rates)}; EfficientNet-B0, 48 px, batch {opts.batch} per process, "
-        f"{opts.steps} steps, median of steady windows; commbench {opts.min_bytes}..{opts.max_bytes}, "
-        f"{opts.iters} iters). Gradient bytes: {points[0].grad_bytes / 1e6:.1f} MB.",
-        "", study_table(points), "", "Every collective's fitted bus bandwidth at the same rates:", "",
-        other_ops_table(points), "", f"![shaped-link study]({plot.name})", END])
+    section = "\n".join(
+        [
+            BEGIN,
+            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(measured_at))} with "
+            "`make commbench-study` "
+            f"(rates {', '.join(opts.rates)}; EfficientNet-B0, 48 px, batch {opts.batch} per process, "
+            f"{opts.steps} steps, median of steady windows; commbench {opts.min_bytes}..{opts.max_bytes}, "
+            f"{opts.iters} iters). Gradient bytes: {points[0].grad_bytes / 1e6:.1f} MB.",
+            "",
+            study_table(points),
+            "",
+            "Every collective's fitted bus bandwidth at the same rates:",
+            "",
+            other_ops_table(points),
+            "",
+            f"![shaped-link study]({plot.name})",
+            END,
+        ]
+    )
     before, rest = text.split(BEGIN, 1)
     after = rest.split(END, 1)[1]
     doc.write_text(before + section + after)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.commbench_study", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.commbench_study",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     defaults = StudyOptions()
     parser.add_argument("--rates", default=",".join(defaults.rates), help="comma list of tc rates")
     parser.add_argument("--work", type=Path, default=defaults.work, help="directory for sweeps and data")
     parser.add_argument("--state-dir", type=Path, default=None, help="the local cluster's state dir")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="training steps per run")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/commbench.md")
-    parser.add_argument("--render", type=Path, metavar="STUDY_JSON",
-                        help="only rewrite docs/commbench.md from a study.json written earlier")
-    parser.add_argument("--evaluate", action="store_true",
-                        help="run nothing: re-evaluate the finished sweeps under --work (e.g. after a "
-                             "change to the fit) into its study.json")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="STUDY_JSON",
+        help="only rewrite docs/commbench.md from a study.json written earlier",
+    )
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="run nothing: re-evaluate the finished sweeps under --work (e.g. after a "
+        "change to the fit) into its study.json",
+    )
     args = parser.parse_args(argv)
     if args.evaluate:
         _, opts, finished_at = load_study(args.work / "study.json")
@@ -393,8 +521,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_doc(points, opts, measured_at)
         print(study_table(points))
         return 0 if all(p.passed for p in points) else 1
-    opts = StudyOptions(rates=[r.strip() for r in args.rates.split(",") if r.strip()],
-                        work=args.work.resolve(), state_dir=args.state_dir, steps=args.steps)
+    opts = StudyOptions(
+        rates=[r.strip() for r in args.rates.split(",") if r.strip()],
+        work=args.work.resolve(),
+        state_dir=args.state_dir,
+        steps=args.steps,
+    )
     for rate in opts.rates:
         rate_bytes_per_s(rate)
     points = run_study(opts)

@@ -6,6 +6,7 @@ workload (see ``harness.tasks``) adds its own ``MODEL``/``DATASET``/``TEST`` blo
 the defaults, merges the ``_BASE_`` chain, the YAML and ``KEY VALUE``
 overrides, lets the workload map legacy keys, validates, and freezes.
 """
+
 from __future__ import annotations
 
 import ast
@@ -108,8 +109,14 @@ def _coerce(full_key: str, new: Any, old: Any, source: str) -> Any:
     )
 
 
-def merge_dict(cfg: CN, data: dict, source: str, explicit: set[str] | None = None,
-               prefix: str = "", root: CN | None = None) -> None:
+def merge_dict(
+    cfg: CN,
+    data: dict,
+    source: str,
+    explicit: set[str] | None = None,
+    prefix: str = "",
+    root: CN | None = None,
+) -> None:
     """Merge a nested dict into ``cfg`` with key and type checks."""
     root = cfg if root is None else root
     for key, value in data.items():
@@ -119,8 +126,9 @@ def merge_dict(cfg: CN, data: dict, source: str, explicit: set[str] | None = Non
         current = cfg[key]
         if isinstance(current, CN):
             if not isinstance(value, dict):
-                raise ConfigError(f"config key '{full}' (from {source}) is a section; "
-                                  f"give it a mapping, not {value!r}")
+                raise ConfigError(
+                    f"config key '{full}' (from {source}) is a section; give it a mapping, not {value!r}"
+                )
             merge_dict(current, value, source, explicit, full + ".", root)
             continue
         cfg[key] = _coerce(full, value, current, source)
@@ -157,9 +165,14 @@ def validate_harness(cfg: CN) -> None:
         if value not in allowed:
             raise ConfigError(f"config key '{key}' is {value!r}; choose one of {', '.join(allowed)}")
     d, t = cfg.DIST, cfg.TRAIN
-    positive = {"DIST.NODES": d.NODES, "TRAIN.EPOCHS": t.EPOCHS,
-                "TRAIN.BATCH_SIZE_PER_GPU": t.BATCH_SIZE_PER_GPU, "TRAIN.GRAD_ACCUM": t.GRAD_ACCUM,
-                "LOG.EVERY_N_STEPS": cfg.LOG.EVERY_N_STEPS, "TRAIN.LR_BASE_BATCH": t.LR_BASE_BATCH}
+    positive = {
+        "DIST.NODES": d.NODES,
+        "TRAIN.EPOCHS": t.EPOCHS,
+        "TRAIN.BATCH_SIZE_PER_GPU": t.BATCH_SIZE_PER_GPU,
+        "TRAIN.GRAD_ACCUM": t.GRAD_ACCUM,
+        "LOG.EVERY_N_STEPS": cfg.LOG.EVERY_N_STEPS,
+        "TRAIN.LR_BASE_BATCH": t.LR_BASE_BATCH,
+    }
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
@@ -168,16 +181,22 @@ def validate_harness(cfg: CN) -> None:
     if d.STRATEGY == "ddp" and d.GPUS == 0:
         raise ConfigError("DIST.STRATEGY ddp needs DIST.GPUS >= 1 (the number of processes)")
     if d.STRATEGY == "dp" and d.NODES > 1:
-        raise ConfigError(f"DIST.STRATEGY dp runs in one process on one node; DIST.NODES is {d.NODES}. "
-                          "Use ddp for multi-node runs")
+        raise ConfigError(
+            f"DIST.STRATEGY dp runs in one process on one node; DIST.NODES is {d.NODES}. "
+            "Use ddp for multi-node runs"
+        )
     if d.STRATEGY == "single" and (d.GPUS > 1 or d.NODES > 1):
-        raise ConfigError(f"DIST.STRATEGY single uses one device; DIST.GPUS is {d.GPUS} and "
-                          f"DIST.NODES is {d.NODES}. Use dp or ddp")
+        raise ConfigError(
+            f"DIST.STRATEGY single uses one device; DIST.GPUS is {d.GPUS} and "
+            f"DIST.NODES is {d.NODES}. Use dp or ddp"
+        )
     if d.STRATEGY == "ddp" and d.GPUS % d.NODES:
         raise ConfigError(f"DIST.GPUS ({d.GPUS}) must divide evenly over DIST.NODES ({d.NODES})")
     if t.BATCH_SIZE_PER_GPU % t.GRAD_ACCUM:
-        raise ConfigError(f"TRAIN.BATCH_SIZE_PER_GPU ({t.BATCH_SIZE_PER_GPU}) must be divisible by "
-                          f"TRAIN.GRAD_ACCUM ({t.GRAD_ACCUM}): the micro-batch is their quotient")
+        raise ConfigError(
+            f"TRAIN.BATCH_SIZE_PER_GPU ({t.BATCH_SIZE_PER_GPU}) must be divisible by "
+            f"TRAIN.GRAD_ACCUM ({t.GRAD_ACCUM}): the micro-batch is their quotient"
+        )
     if t.LR <= 0:
         raise ConfigError(f"config key 'TRAIN.LR' must be > 0, got {t.LR}")
     if t.WARMUP_EPOCHS < 0 or t.WARMUP_EPOCHS > t.EPOCHS:
@@ -200,8 +219,13 @@ def device_count(cfg: CN) -> int:
 
 
 # wandb's own spellings: "dryrun" is its old name for offline, "run" for online.
-_WANDB_MODE_ALIASES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
-                       "disabled": "disabled"}
+_WANDB_MODE_ALIASES = {
+    "online": "online",
+    "run": "online",
+    "offline": "offline",
+    "dryrun": "offline",
+    "disabled": "disabled",
+}
 
 
 def resolve_wandb_mode(config_mode: str, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
@@ -214,18 +238,18 @@ def resolve_wandb_mode(config_mode: str, environ: Mapping[str, str] | None = Non
         return config_mode, "LOG.WANDB.MODE"
     mode = _WANDB_MODE_ALIASES.get(raw.lower())
     if mode is None:
-        raise ConfigError(f"environment variable WANDB_MODE is {raw!r}; choose one of online, offline, "
-                          "disabled (or unset it to use LOG.WANDB.MODE)")
+        raise ConfigError(
+            f"environment variable WANDB_MODE is {raw!r}; choose one of online, offline, "
+            "disabled (or unset it to use LOG.WANDB.MODE)"
+        )
     return mode, "WANDB_MODE"
 
 
 def default_run_name(cfg: CN) -> str:
-    return (f"{cfg.TASK}-{cfg.DIST.STRATEGY}-g{device_count(cfg)}-"
-            f"b{cfg.TRAIN.BATCH_SIZE_PER_GPU}-s{cfg.SEED}")
+    return f"{cfg.TASK}-{cfg.DIST.STRATEGY}-g{device_count(cfg)}-b{cfg.TRAIN.BATCH_SIZE_PER_GPU}-s{cfg.SEED}"
 
 
-def load_config(path: str | os.PathLike | None = None, opts: Iterable[str] = (),
-                freeze: bool = True) -> CN:
+def load_config(path: str | os.PathLike | None = None, opts: Iterable[str] = (), freeze: bool = True) -> CN:
     """Defaults + ``_BASE_`` chain + YAML + ``KEY VALUE`` overrides, validated.
 
     The workload is ``TASK`` from the overrides, else from the YAML, else the
@@ -239,8 +263,9 @@ def load_config(path: str | os.PathLike | None = None, opts: Iterable[str] = (),
     task_name = _task_from_opts(opts) or raw.get("TASK") or task_for_raw_config(raw)
     cfg = get_harness_defaults()
     if task_name not in _task_names():
-        raise ConfigError(f"config key 'TASK' (from {source}) is {task_name!r}; "
-                          f"choose one of {', '.join(_task_names())}")
+        raise ConfigError(
+            f"config key 'TASK' (from {source}) is {task_name!r}; choose one of {', '.join(_task_names())}"
+        )
     cfg.TASK = task_name
     task = get_workload(task_name)
     task.add_config_defaults(cfg)
@@ -272,12 +297,14 @@ def _task_names() -> list[str]:
 
 def config_to_dict(cfg: CN) -> dict:
     """A plain nested dict (lists, not tuples) of a config."""
+
     def convert(node: Any) -> Any:
         if isinstance(node, CN):
             return {k: convert(v) for k, v in node.items()}
         if isinstance(node, (list, tuple)):
             return [convert(v) for v in node]
         return node
+
     return convert(cfg)
 
 

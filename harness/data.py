@@ -4,6 +4,7 @@ Training samplers yield ``(epoch, index)`` keys: the dataset derives every
 augmentation random number from (seed, epoch, index), so the data a run sees
 does not depend on worker count, worker reuse or a resume in mid-epoch.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,12 +23,25 @@ class TrainSampler(DistributedSampler):
     draw with replacement, otherwise a permutation, then strided per rank.
     """
 
-    def __init__(self, dataset_len: int, num_replicas: int, rank: int, seed: int,
-                 weights: torch.Tensor | None = None, shuffle: bool = True):
+    def __init__(
+        self,
+        dataset_len: int,
+        num_replicas: int,
+        rank: int,
+        seed: int,
+        weights: torch.Tensor | None = None,
+        shuffle: bool = True,
+    ):
         self.dataset_len = dataset_len
         self.weights = weights
-        super().__init__(range(dataset_len), num_replicas=num_replicas, rank=rank,  # type: ignore[arg-type]
-                         shuffle=shuffle, seed=seed, drop_last=True)
+        super().__init__(
+            range(dataset_len),
+            num_replicas=num_replicas,
+            rank=rank,  # type: ignore[arg-type]
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=True,
+        )
         self.skip = 0
 
     def set_position(self, epoch: int, skip_samples: int) -> None:
@@ -44,7 +58,7 @@ class TrainSampler(DistributedSampler):
             indices = torch.randperm(self.dataset_len, generator=g).tolist()[: self.total_size]
         else:
             indices = list(range(self.total_size))
-        mine = indices[self.rank: self.total_size: self.num_replicas][self.skip:]
+        mine = indices[self.rank : self.total_size : self.num_replicas][self.skip :]
         self.skip = 0  # only the first pass after a resume skips
         epoch = self.epoch
         return iter([(epoch, i) for i in mine])
@@ -108,16 +122,30 @@ class InferenceSampler(Sampler[int]):
         return len(self.indices)
 
 
-def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, num_workers: int,
-                 pin_memory: bool, prefetch_factor: int, persistent_workers: bool,
-                 drop_last: bool) -> DataLoader:
+def build_loader(
+    dataset: Dataset,
+    sampler: Sampler,
+    batch_size: int,
+    num_workers: int,
+    pin_memory: bool,
+    prefetch_factor: int,
+    persistent_workers: bool,
+    drop_last: bool,
+) -> DataLoader:
     kwargs = {}
     if num_workers > 0:
         kwargs = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent_workers}
     # A private generator: creating a loader iterator must not draw from the global RNG,
     # or a run resumed mid-epoch would see different dropout than an uninterrupted one.
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      pin_memory=pin_memory and torch.cuda.is_available(), drop_last=drop_last,
-                      generator=torch.Generator(),
-                      # A dataset that fetches whole batches (__getitems__) may collate them itself.
-                      collate_fn=getattr(dataset, "collate_fn", None), **kwargs)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory and torch.cuda.is_available(),
+        drop_last=drop_last,
+        generator=torch.Generator(),
+        # A dataset that fetches whole batches (__getitems__) may collate them itself.
+        collate_fn=getattr(dataset, "collate_fn", None),
+        **kwargs,
+    )

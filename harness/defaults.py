@@ -3,6 +3,7 @@
 Workloads add their own blocks (``MODEL``, ``DATASET``, ``TEST``...) on a clone of
 ``_C``; nothing ever mutates ``_C`` itself (``harness.config.get_cfg`` clones it).
 """
+
 from yacs.config import CfgNode as CN
 
 _C = CN()

@@ -4,6 +4,7 @@ The world comes from torchrun (``RANK``/``LOCAL_RANK``/``WORLD_SIZE``), Slurm
 (``SLURM_PROCID``/``SLURM_LOCALID``/``SLURM_NTASKS``; also what submitit
 jobs see), or nothing (a single process).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -46,8 +47,13 @@ def expand_nodelist(nodelist: str) -> list[str]:
     Uses ``scontrol show hostnames`` when available, else a parser for the
     common bracket forms (keeps zero padding)."""
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.split()
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.split()
         if out:
             return out
     except (OSError, subprocess.SubprocessError):
@@ -73,20 +79,28 @@ def world_info_from_env(env: dict[str, str] | None = None) -> WorldInfo:
     if "RANK" in env and "WORLD_SIZE" in env:
         world = int(env["WORLD_SIZE"])
         return WorldInfo(
-            rank=int(env["RANK"]), local_rank=int(env.get("LOCAL_RANK", 0)), world_size=world,
+            rank=int(env["RANK"]),
+            local_rank=int(env.get("LOCAL_RANK", 0)),
+            world_size=world,
             local_world_size=int(env.get("LOCAL_WORLD_SIZE", world)),
             master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-            master_port=int(env.get("MASTER_PORT", 29500)), source="torchrun")
+            master_port=int(env.get("MASTER_PORT", 29500)),
+            source="torchrun",
+        )
     if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
         job_id = env.get("SLURM_JOB_ID", "0")
         nodes = expand_nodelist(env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "")
         ntasks = int(env["SLURM_NTASKS"])
         nnodes = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or max(1, len(nodes)))
         return WorldInfo(
-            rank=int(env["SLURM_PROCID"]), local_rank=int(env.get("SLURM_LOCALID", 0)),
-            world_size=ntasks, local_world_size=max(1, ntasks // max(1, nnodes)),
+            rank=int(env["SLURM_PROCID"]),
+            local_rank=int(env.get("SLURM_LOCALID", 0)),
+            world_size=ntasks,
+            local_world_size=max(1, ntasks // max(1, nnodes)),
             master_addr=env.get("MASTER_ADDR") or (nodes[0] if nodes else "127.0.0.1"),
-            master_port=int(env.get("MASTER_PORT") or master_port_for_job(job_id)), source="slurm")
+            master_port=int(env.get("MASTER_PORT") or master_port_for_job(job_id)),
+            source="slurm",
+        )
     return WorldInfo()
 
 
@@ -118,12 +132,19 @@ def init_distributed(world: WorldInfo, backend: str = "auto", timeout_s: float =
             # A failed or timed-out NCCL collective aborts the communicator and raises, instead of
             # hanging the stream (not exercised on CPU-only machines: gloo has no such mode).
             os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
-        dist.init_process_group(backend=backend, init_method=f"tcp://{world.master_addr}:{world.master_port}",
-                                rank=world.rank, world_size=world.world_size,
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            backend=backend,
+            init_method=f"tcp://{world.master_addr}:{world.master_port}",
+            rank=world.rank,
+            world_size=world.world_size,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
         # A CPU group for control flags: agreeing on them never synchronises a GPU stream.
-        _CONTROL_GROUP = (dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
-                          if backend != "gloo" else None)
+        _CONTROL_GROUP = (
+            dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
+            if backend != "gloo"
+            else None
+        )
     return device
 
 

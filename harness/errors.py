@@ -5,6 +5,7 @@
 Module-specific errors (``ConfigError``, ``SpecError``, ``PoseDataError``...) derive
 from it, so callers can still catch the narrower class. Bugs stay tracebacks.
 """
+
 from __future__ import annotations
 
 
@@ -19,8 +20,13 @@ class MachineError(UserError, RuntimeError):
 
 
 # OS errors that mean a bad path or permission given by the user, not a bug.
-USER_OS_ERRORS: tuple[type[OSError], ...] = (FileNotFoundError, PermissionError, IsADirectoryError,
-                                             NotADirectoryError, FileExistsError)
+USER_OS_ERRORS: tuple[type[OSError], ...] = (
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    FileExistsError,
+)
 
 
 def is_user_error(error: BaseException) -> bool:
@@ -30,8 +36,13 @@ def is_user_error(error: BaseException) -> bool:
     # Read-only file systems and full disks surface as plain OSError with an errno.
     import errno
 
-    return isinstance(error, OSError) and error.errno in (errno.EROFS, errno.ENOSPC, errno.EACCES,
-                                                          errno.ENAMETOOLONG, errno.EDQUOT)
+    return isinstance(error, OSError) and error.errno in (
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EACCES,
+        errno.ENAMETOOLONG,
+        errno.EDQUOT,
+    )
 
 
 def one_line(error: BaseException) -> str:

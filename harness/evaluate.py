@@ -8,6 +8,7 @@ validates its own shard; the evaluator counts every sample once) and writes a ru
 directory like training does: ``config.yaml``, ``run.json`` (``evaluate_only: true``),
 ``status.json``, ``metrics.jsonl`` with one ``val`` record, and ``vis/`` pictures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,7 @@ def read_model_state(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     for key, value in obj.items():
         for prefix in STRIP_PREFIXES:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         state[key] = value
     return state, info
 
@@ -60,8 +61,10 @@ def load_model_for_eval(cfg: Any, task: Any) -> tuple[Any, dict[str, Any]]:
     """The task's model with TEST.MODEL_FILE loaded strictly, and the checkpoint info."""
     path = cfg.TEST.MODEL_FILE
     if not path:
-        raise ConfigError("TEST.MODEL_FILE is empty: give the checkpoint to evaluate "
-                          "(e.g. `harness eval --config X.yaml TEST.MODEL_FILE runs/r/checkpoints/last.pt`)")
+        raise ConfigError(
+            "TEST.MODEL_FILE is empty: give the checkpoint to evaluate "
+            "(e.g. `harness eval --config X.yaml TEST.MODEL_FILE runs/r/checkpoints/last.pt`)"
+        )
     state, info = read_model_state(path)
     build_cfg = cfg.clone()
     build_cfg.defrost()
@@ -71,8 +74,9 @@ def load_model_for_eval(cfg: Any, task: Any) -> tuple[Any, dict[str, Any]]:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
-        raise ConfigError(f"TEST.MODEL_FILE: {path} does not match MODEL.NAME {cfg.MODEL.NAME}: "
-                          f"{first}") from e
+        raise ConfigError(
+            f"TEST.MODEL_FILE: {path} does not match MODEL.NAME {cfg.MODEL.NAME}: {first}"
+        ) from e
     return model, info
 
 
@@ -110,10 +114,16 @@ def run_evaluation(cfg: Any) -> dict[str, Any]:
         _, val_set = task.build_datasets()
         evaluator = task.build_evaluator(val_set, output_dir=run_dir / "results")
         batch = cfg.EVAL.BATCH_SIZE_PER_GPU or cfg.TRAIN.BATCH_SIZE_PER_GPU
-        loader = build_loader(val_set, InferenceSampler(len(val_set), world.world_size, world.rank), batch,
-                              num_workers=cfg.DATA.NUM_WORKERS, pin_memory=cfg.DATA.PIN_MEMORY,
-                              prefetch_factor=cfg.DATA.PREFETCH_FACTOR, persistent_workers=False,
-                              drop_last=False)
+        loader = build_loader(
+            val_set,
+            InferenceSampler(len(val_set), world.world_size, world.rank),
+            batch,
+            num_workers=cfg.DATA.NUM_WORKERS,
+            pin_memory=cfg.DATA.PIN_MEMORY,
+            prefetch_factor=cfg.DATA.PREFETCH_FACTOR,
+            persistent_workers=False,
+            drop_last=False,
+        )
         model, info = load_model_for_eval(cfg, task)
         model = model.to(device).eval()
         if cfg.TRAIN.CHANNELS_LAST:
@@ -122,26 +132,55 @@ def run_evaluation(cfg: Any) -> dict[str, Any]:
         wandb_id = du.broadcast_object(secrets.token_hex(4))
         env = environment_info()
         identity = {
-            "run_name": cfg.RUN_NAME, "sweep": cfg.SWEEP, "workload": cfg.TASK, "model": cfg.MODEL.NAME,
-            "evaluate_only": True, "model_file": cfg.TEST.MODEL_FILE, "checkpoint": info,
-            "strategy": cfg.DIST.STRATEGY, "gpus": device_count(cfg), "nodes": cfg.DIST.NODES,
-            "world_size": world.world_size, "device_type": device.type, "eval_batch_per_gpu": batch,
-            "primary_metric": f"val/{task_cls.primary_metric}", "higher_is_better": task_cls.higher_is_better,
-            "num_params": num_params, "seed": cfg.SEED, "git_commit": git_commit(), "host": env["host"],
-            "torch_version": env["torch_version"], "cuda_version": env["cuda_version"],
-            "python_version": env["python_version"], "wandb_id": wandb_id,
+            "run_name": cfg.RUN_NAME,
+            "sweep": cfg.SWEEP,
+            "workload": cfg.TASK,
+            "model": cfg.MODEL.NAME,
+            "evaluate_only": True,
+            "model_file": cfg.TEST.MODEL_FILE,
+            "checkpoint": info,
+            "strategy": cfg.DIST.STRATEGY,
+            "gpus": device_count(cfg),
+            "nodes": cfg.DIST.NODES,
+            "world_size": world.world_size,
+            "device_type": device.type,
+            "eval_batch_per_gpu": batch,
+            "primary_metric": f"val/{task_cls.primary_metric}",
+            "higher_is_better": task_cls.higher_is_better,
+            "num_params": num_params,
+            "seed": cfg.SEED,
+            "git_commit": git_commit(),
+            "host": env["host"],
+            "torch_version": env["torch_version"],
+            "cuda_version": env["cuda_version"],
+            "python_version": env["python_version"],
+            "wandb_id": wandb_id,
             "wandb_project": cfg.LOG.WANDB.PROJECT,
             "wandb_group": cfg.LOG.WANDB.GROUP or cfg.SWEEP or cfg.RUN_NAME,
-            "slurm_job_id": slurm_job_id(), "started_at": started,
+            "slurm_job_id": slurm_job_id(),
+            "started_at": started,
         }
         if du.is_main():
             atomic_write_json(run_dir / "run.json", identity)
-        logger.status(state="running", epoch=0, step=0, error=None, traceback=None,
-                      primary_metric=identity["primary_metric"], job_id=identity["slurm_job_id"])
-        settings = {"mode": cfg.LOG.WANDB.MODE, "project": cfg.LOG.WANDB.PROJECT,
-                    "entity": cfg.LOG.WANDB.ENTITY,
-                    "group": identity["wandb_group"], "job_type": "eval", "name": cfg.RUN_NAME,
-                    "tags": list(cfg.LOG.WANDB.TAGS) + ["eval"], "init_timeout": cfg.LOG.WANDB.INIT_TIMEOUT}
+        logger.status(
+            state="running",
+            epoch=0,
+            step=0,
+            error=None,
+            traceback=None,
+            primary_metric=identity["primary_metric"],
+            job_id=identity["slurm_job_id"],
+        )
+        settings = {
+            "mode": cfg.LOG.WANDB.MODE,
+            "project": cfg.LOG.WANDB.PROJECT,
+            "entity": cfg.LOG.WANDB.ENTITY,
+            "group": identity["wandb_group"],
+            "job_type": "eval",
+            "name": cfg.RUN_NAME,
+            "tags": list(cfg.LOG.WANDB.TAGS) + ["eval"],
+            "init_timeout": cfg.LOG.WANDB.INIT_TIMEOUT,
+        }
         logger.start_wandb(settings, wandb_id, {**flatten_config(cfg), "run": identity})
 
         evaluator.reset()
@@ -158,10 +197,19 @@ def run_evaluation(cfg: Any) -> dict[str, Any]:
         metrics["time/eval_s"] = time.perf_counter() - t0
         epoch = int(info.get("epoch", 0))
         vis.write_validation_grid(cfg, run_dir, logger, *(first or (None, None)), epoch)
-        logger.record("val", metrics, step=int(info.get("global_step", 0)), epoch=epoch,
-                      elapsed=time.time() - started, samples=0)
-        logger.info("evaluation of %s: %s", cfg.TEST.MODEL_FILE,
-                    {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
+        logger.record(
+            "val",
+            metrics,
+            step=int(info.get("global_step", 0)),
+            epoch=epoch,
+            elapsed=time.time() - started,
+            samples=0,
+        )
+        logger.info(
+            "evaluation of %s: %s",
+            cfg.TEST.MODEL_FILE,
+            {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)},
+        )
         logger.status(state="completed", epoch=epoch, step=int(info.get("global_step", 0)))
         logger.finish(0)
         return metrics
@@ -191,14 +239,23 @@ def launch_evaluation(cfg: Any) -> str:
     from harness.rundir import read_status, run_dir_for
 
     nprocs = cfg.DIST.GPUS
-    mp.start_processes(_worker, args=(cfg, nprocs, find_free_port()), nprocs=nprocs, join=True,
-                       start_method="spawn")
+    mp.start_processes(
+        _worker, args=(cfg, nprocs, find_free_port()), nprocs=nprocs, join=True, start_method="spawn"
+    )
     return read_status(run_dir_for(cfg)).get("state", "completed")
 
 
 def _worker(local_rank: int, cfg: Any, nprocs: int, port: int) -> None:
-    os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nprocs),
-                       "LOCAL_WORLD_SIZE": str(nprocs), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(local_rank),
+            "LOCAL_RANK": str(local_rank),
+            "WORLD_SIZE": str(nprocs),
+            "LOCAL_WORLD_SIZE": str(nprocs),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     run_evaluation(cfg)
 
 
@@ -227,8 +284,12 @@ def eval_opts(args: argparse.Namespace) -> list[str]:
     flags = [o for o in opts[0::2] if o.startswith("--")]
     if flags:
         raise ConfigError(f"{flags[0]} came after the KEY VALUE overrides; put flags before them")
-    for flag, key in (("gpus", "DIST.GPUS"), ("strategy", "DIST.STRATEGY"), ("output_dir", "OUTPUT_DIR"),
-                      ("run_name", "RUN_NAME")):
+    for flag, key in (
+        ("gpus", "DIST.GPUS"),
+        ("strategy", "DIST.STRATEGY"),
+        ("output_dir", "OUTPUT_DIR"),
+        ("run_name", "RUN_NAME"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             opts += [key, str(value)]
@@ -257,9 +318,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "eval", help="validate a checkpoint without training (writes a run directory with val records)",
+        "eval",
+        help="validate a checkpoint without training (writes a run directory with val records)",
         description="Validate TEST.MODEL_FILE (our last.pt, a bare state_dict, or an official HRNet .pth) "
-                    "on the config's validation set. Trailing KEY VALUE pairs override config keys.")
+        "on the config's validation set. Trailing KEY VALUE pairs override config keys.",
+    )
     p.add_argument("--config", required=True, help="experiment YAML (may use _BASE_)")
     p.add_argument("--strategy", choices=("single", "ddp"), help="DIST.STRATEGY")
     p.add_argument("--gpus", type=int, help="DIST.GPUS (processes for ddp)")

@@ -2,6 +2,7 @@
 a real signal during validation or during a checkpoint write, and a hard kill halfway
 through the checkpoint file. Only the main rank sends them; the trainer's agreement
 on a stop request carries a preemption to the other ranks."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,10 @@ def checkpoint_midway(cfg: CN, run_dir: Path, step: int) -> Callable[[], None] |
         return lambda: os.kill(os.getpid(), signal.SIGTERM)
     marker = run_dir / KILL_MARKER
     if cfg.FAULT.KILL_IN_CHECKPOINT_AT_STEP == step and not marker.exists():
+
         def kill() -> None:
             marker.touch()  # once: the relaunched run gets past it
             os.kill(os.getpid(), signal.SIGKILL)
+
         return kill
     return None

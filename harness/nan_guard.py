@@ -18,6 +18,7 @@ loop synchronises anyway: at the log window boundary and before a checkpoint.
   out of ``train/loss``; ``train/nonfinite_steps`` counts the skipped steps per window.
 Under DDP the gradients are all-reduced before the check, so every rank agrees.
 """
+
 from __future__ import annotations
 
 import torch
@@ -40,8 +41,9 @@ class NonFiniteGuard:
         self.bad_steps = torch.zeros((), dtype=torch.int64, device=self.device)
         self.first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
 
-    def after_backward(self, step_loss: torch.Tensor, model: torch.nn.Module,
-                       global_step: int) -> torch.Tensor:
+    def after_backward(
+        self, step_loss: torch.Tensor, model: torch.nn.Module, global_step: int
+    ) -> torch.Tensor:
         """The step's flag (a 0-dim bool on the device); under skip, its gradients are zeroed."""
         bad = ~torch.isfinite(step_loss)
         grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -54,8 +56,9 @@ class NonFiniteGuard:
                 for g in grads:
                     g.masked_fill_(bad, 0.0)
         self.bad_steps += bad.long()
-        self.first_bad = torch.where((self.first_bad < 0) & bad, torch.full_like(self.first_bad, global_step),
-                                     self.first_bad)
+        self.first_bad = torch.where(
+            (self.first_bad < 0) & bad, torch.full_like(self.first_bad, global_step), self.first_bad
+        )
         return bad
 
     def loss_for_mean(self, step_loss: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
@@ -80,7 +83,8 @@ class NonFiniteGuard:
             raise NonFiniteError(
                 f"non-finite loss or gradients at step {first + 1} ({count} step(s) {where}; "
                 "TRAIN.NAN_POLICY stop): no checkpoint is written after it. Lower TRAIN.LR, set "
-                "TRAIN.CLIP_GRAD, or TRAIN.NAN_POLICY skip")
+                "TRAIN.CLIP_GRAD, or TRAIN.NAN_POLICY skip"
+            )
         return count
 
 

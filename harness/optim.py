@@ -1,4 +1,5 @@
 """Optimizers, the LR scaling rule, warmup and schedules."""
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def build_optimizer(cfg: CN, model: nn.Module, lr: float) -> torch.optim.Optimizer:

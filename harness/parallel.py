@@ -1,4 +1,5 @@
 """Wrapping a model for a strategy (single, dp, ddp) and mixed precision."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,23 +12,28 @@ from yacs.config import CfgNode as CN
 from harness.distributed import WorldInfo
 
 
-def wrap_model(cfg: CN, model: nn.Module, device: torch.device, world: WorldInfo,
-               log: Callable[[str], None]) -> nn.Module:
+def wrap_model(
+    cfg: CN, model: nn.Module, device: torch.device, world: WorldInfo, log: Callable[[str], None]
+) -> nn.Module:
     """Place ``model`` on ``device`` and wrap it as DIST.STRATEGY asks."""
     strategy, gpus = cfg.DIST.STRATEGY, cfg.DIST.GPUS
     if cfg.TRAIN.CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
     if strategy == "ddp" and cfg.DIST.SYNC_BN and world.world_size > 1:
         if device.type != "cuda":
-            raise RuntimeError("DIST.SYNC_BN needs CUDA: PyTorch's SyncBatchNorm has no CPU kernel. "
-                               "Set DIST.SYNC_BN False for gloo runs on the CPU")
+            raise RuntimeError(
+                "DIST.SYNC_BN needs CUDA: PyTorch's SyncBatchNorm has no CPU kernel. "
+                "Set DIST.SYNC_BN False for gloo runs on the CPU"
+            )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     if strategy == "dp":
         if device.type != "cuda":
             if gpus > 1:
-                raise RuntimeError(f"DIST.STRATEGY dp with DIST.GPUS {gpus} needs {gpus} CUDA devices; this "
-                                   "machine has none. Use DIST.GPUS 1, or ddp (gloo processes on CPU)")
+                raise RuntimeError(
+                    f"DIST.STRATEGY dp with DIST.GPUS {gpus} needs {gpus} CUDA devices; this "
+                    "machine has none. Use DIST.GPUS 1, or ddp (gloo processes on CPU)"
+                )
             log("dp on a machine without CUDA: one device, so the model runs unwrapped on the CPU")
             return model
         available = torch.cuda.device_count()
@@ -36,9 +42,13 @@ def wrap_model(cfg: CN, model: nn.Module, device: torch.device, world: WorldInfo
         return nn.DataParallel(model, device_ids=list(range(gpus)))
     if strategy == "ddp" and world.world_size > 1:
         return nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            bucket_cap_mb=cfg.DIST.BUCKET_CAP_MB, find_unused_parameters=cfg.DIST.FIND_UNUSED_PARAMETERS,
-            gradient_as_bucket_view=cfg.DIST.GRADIENT_AS_BUCKET_VIEW, static_graph=cfg.DIST.STATIC_GRAPH)
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            bucket_cap_mb=cfg.DIST.BUCKET_CAP_MB,
+            find_unused_parameters=cfg.DIST.FIND_UNUSED_PARAMETERS,
+            gradient_as_bucket_view=cfg.DIST.GRADIENT_AS_BUCKET_VIEW,
+            static_graph=cfg.DIST.STATIC_GRAPH,
+        )
     return model
 
 

@@ -9,6 +9,7 @@
 
 Writes ``<out>/<image stem>.png`` per image and ``<out>/grid.png``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers: Any) -> None:
-    p = subparsers.add_parser("predict", help="annotated pictures of a checkpoint's predictions on images",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "predict",
+        help="annotated pictures of a checkpoint's predictions on images",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", required=True, help="experiment YAML of the checkpoint's model")
     p.add_argument("--images", nargs="+", required=True, help="image files or directories")
     p.add_argument("--out", required=True, help="directory for the pictures")

@@ -5,6 +5,7 @@ it across ranks, writes a checkpoint at the current step, and returns
 "preempted". Submitit jobs install their own handler that calls
 ``request_stop`` (see harness.launcher.job).
 """
+
 from __future__ import annotations
 
 import signal

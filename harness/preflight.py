@@ -1,6 +1,7 @@
 """Checks made before a run directory is created: a run this machine cannot start
 fails with one line and leaves nothing behind (the deeper checks in
 ``harness.parallel``/``harness.distributed`` stay as guards for other entry points)."""
+
 from __future__ import annotations
 
 import os
@@ -21,15 +22,19 @@ def check_machine(cfg: CN, cuda_devices: int | None = None) -> None:
         cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     d, strategy = cfg.DIST, cfg.DIST.STRATEGY
     if strategy == "dp" and d.GPUS > 1 and d.GPUS > cuda_devices:
-        raise MachineError(f"DIST.STRATEGY dp with DIST.GPUS {d.GPUS} needs {d.GPUS} CUDA devices; this "
-                           f"machine has {cuda_devices}. Use DIST.GPUS 1, or ddp (gloo processes on the CPU)")
+        raise MachineError(
+            f"DIST.STRATEGY dp with DIST.GPUS {d.GPUS} needs {d.GPUS} CUDA devices; this "
+            f"machine has {cuda_devices}. Use DIST.GPUS 1, or ddp (gloo processes on the CPU)"
+        )
     if strategy == "ddp" and cuda_devices and d.NODES == 1 and d.GPUS > cuda_devices:
         raise MachineError(f"DIST.GPUS {d.GPUS} for ddp but only {cuda_devices} CUDA devices are visible")
     if d.BACKEND == "nccl" and not cuda_devices:
         raise MachineError("DIST.BACKEND nccl needs CUDA; this machine has none (use auto or gloo)")
     if strategy == "ddp" and d.SYNC_BN and d.GPUS > 1 and not cuda_devices:
-        raise MachineError("DIST.SYNC_BN needs CUDA: PyTorch's SyncBatchNorm has no CPU kernel. "
-                           "Set DIST.SYNC_BN False for gloo runs on the CPU")
+        raise MachineError(
+            "DIST.SYNC_BN needs CUDA: PyTorch's SyncBatchNorm has no CPU kernel. "
+            "Set DIST.SYNC_BN False for gloo runs on the CPU"
+        )
     if cfg.TRAIN.AMP == "fp16" and not cuda_devices:
         raise MachineError("TRAIN.AMP fp16 needs CUDA (it uses a GradScaler); use TRAIN.AMP bf16 on the CPU")
 
@@ -43,8 +48,10 @@ def check_output_dir(cfg: CN) -> None:
     if not existing.is_dir():
         raise UserError(f"OUTPUT_DIR {target}: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"OUTPUT_DIR {target} is not writable ({existing} is read-only or not yours); "
-                        "set OUTPUT_DIR or --output-dir to a writable directory")
+        raise UserError(
+            f"OUTPUT_DIR {target} is not writable ({existing} is read-only or not yours); "
+            "set OUTPUT_DIR or --output-dir to a writable directory"
+        )
 
 
 def check_data_root(cfg: CN) -> None:

@@ -9,6 +9,7 @@ difference refuses the resume with one line naming the keys; ``--resume force``
 resumes anyway and records the keys in ``run.json`` (``resumed_with_changes``).
 A completed run relaunched with the same config is left untouched.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,24 @@ FORCE = "force"
 # Keys (exact, or a prefix ending in ".") that may change between launches of one
 # run: they do not change what is trained, only where, how fast, or what is logged.
 VOLATILE = (
-    "OUTPUT_DIR", "RUN_NAME", "SWEEP", "LOG.", "FAULT.", "CHECKPOINT.", "EVAL.", "TEST.", "JOB.",
-    "DATA.NUM_WORKERS", "DATA.PIN_MEMORY", "DATA.PREFETCH_FACTOR", "DATA.PERSISTENT_WORKERS",
-    "DIST.BACKEND", "DIST.TIMEOUT_S", "DIST.BUCKET_CAP_MB", "TRAIN.COMPILE", "TRAIN.NAN_POLICY",
+    "OUTPUT_DIR",
+    "RUN_NAME",
+    "SWEEP",
+    "LOG.",
+    "FAULT.",
+    "CHECKPOINT.",
+    "EVAL.",
+    "TEST.",
+    "JOB.",
+    "DATA.NUM_WORKERS",
+    "DATA.PIN_MEMORY",
+    "DATA.PREFETCH_FACTOR",
+    "DATA.PERSISTENT_WORKERS",
+    "DIST.BACKEND",
+    "DIST.TIMEOUT_S",
+    "DIST.BUCKET_CAP_MB",
+    "TRAIN.COMPILE",
+    "TRAIN.NAN_POLICY",
 )
 
 
@@ -56,7 +72,7 @@ def flat_config(cfg: CN) -> dict[str, Any]:
 
 def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Sorted keys, outside ``VOLATILE``, whose values differ (or exist on one side only)."""
-    keys = (set(old) | set(new))
+    keys = set(old) | set(new)
     return sorted(k for k in keys if not is_volatile(k) and _norm(old.get(k)) != _norm(new.get(k)))
 
 
@@ -81,8 +97,10 @@ def _previous_config(run_dir: Path, checkpoint: Path | None) -> tuple[dict[str, 
         try:
             return flatten(yaml.safe_load(path.read_text()) or {}), str(path)
         except yaml.YAMLError as e:
-            raise ResumeError(f"{path}: unreadable ({str(e).splitlines()[0]}); move the run directory "
-                              "away or pass --resume never") from e
+            raise ResumeError(
+                f"{path}: unreadable ({str(e).splitlines()[0]}); move the run directory "
+                "away or pass --resume never"
+            ) from e
     return None, ""
 
 
@@ -118,4 +136,5 @@ def check_resume(cfg: CN, run_dir: str | os.PathLike, resume: str = "auto") -> R
     what = "a completed run" if state == "completed" else "a run"
     raise ResumeError(
         f"{run_dir} holds {what} trained with a different config ({source}): {_describe(changed, old, new)}. "
-        "Use another RUN_NAME or OUTPUT_DIR, or --resume force to continue it with these changes")
+        "Use another RUN_NAME or OUTPUT_DIR, or --resume force to continue it with these changes"
+    )

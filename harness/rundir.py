@@ -1,4 +1,5 @@
 """The run directory: atomic JSON files, status.json and run.json (docs/run-format.md)."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ def run_dir_for(cfg: CN) -> Path:
     return Path(cfg.OUTPUT_DIR) / cfg.RUN_NAME
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes,
-                       midway: Callable[[], None] | None = None) -> None:
+def atomic_write_bytes(
+    path: str | os.PathLike, data: bytes, midway: Callable[[], None] | None = None
+) -> None:
     """Temp file in the same directory, fsync, rename: readers never see a torn file.
     ``midway`` (fault injection) runs once half of ``data`` is on disk."""
     path = Path(path)
@@ -34,11 +36,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes,
     try:
         with os.fdopen(fd, "wb") as f:
             if midway is not None:
-                f.write(data[:len(data) // 2])
+                f.write(data[: len(data) // 2])
                 f.flush()
                 os.fsync(f.fileno())
                 midway()
-                data = data[len(data) // 2:]
+                data = data[len(data) // 2 :]
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -103,8 +105,9 @@ def git_commit() -> str:
     """The commit of the code being run ("" outside a git checkout)."""
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""

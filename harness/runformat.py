@@ -5,6 +5,7 @@ Training writes run directories with these names and fields; ``harness status``,
 only, so that readers (``analysis/`` on a laptop without torch) can import it: the
 ``harness`` package's ``__init__`` imports nothing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -88,8 +89,13 @@ RUN_FIELDS: dict[str, Field] = _fields(
     Field("wandb_group", str, "W&B group", ""),
     Field("slurm_job_id", str, 'SLURM_JOB_ID (array: <array job>_<index>), "" if none', ""),
     Field("started_at", float, "unix time of the first start", float("nan")),
-    Field("resumed_with_changes", list, "config keys changed by a `--resume force` (absent if none)", (),
-          optional=True),
+    Field(
+        "resumed_with_changes",
+        list,
+        "config keys changed by a `--resume force` (absent if none)",
+        (),
+        optional=True,
+    ),
 )
 
 #: run.json fields that restate one config key (dotted config key -> field).
@@ -128,7 +134,13 @@ def run_fields_from_config(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 # -------------------------------------------------------------- status.json
 PENDING, RUNNING, COMPLETED, FAILED, PREEMPTED, CANCELLED = (
-    "pending", "running", "completed", "failed", "preempted", "cancelled")
+    "pending",
+    "running",
+    "completed",
+    "failed",
+    "preempted",
+    "cancelled",
+)
 STATES = (PENDING, RUNNING, COMPLETED, FAILED, PREEMPTED, CANCELLED)
 
 STATUS_FIELDS: dict[str, Field] = _fields(
@@ -197,17 +209,33 @@ STEP_PARTS = (*STEP_LAPS, "other", *COMM_PARTS)
 METRICS: dict[str, Metric] = _metrics(
     Metric("train/loss", "", _TE, "mean loss over the window (train) or the epoch (epoch), all ranks"),
     Metric("train/lr", "", _TE, "learning rate at the last step of the window or epoch"),
-    Metric("train/acc", "0-1", _TE, "training accuracy of the window or epoch (classification)",
-           optional=True),
+    Metric(
+        "train/acc", "0-1", _TE, "training accuracy of the window or epoch (classification)", optional=True
+    ),
     Metric("throughput/img_per_s", "img/s", _TE, "global samples / wall time of the window or epoch"),
     Metric("throughput/img_per_s_per_device", "img/s", _T, "throughput/img_per_s / devices"),
     Metric("throughput/compute_img_per_s", "img/s", _T, "global samples / (window time - data wait)"),
     Metric("time/step_s", "s", _T, "mean wall time per optimizer step"),
-    *[Metric(f"time/{part}_s", "s", _T, f"mean {part.replace('_', ' ')} time per step",
-             optional=part in COMM_PARTS) for part in STEP_PARTS],
-    *[Metric(f"time/{part}_share", "0-1", _TE if part == "data_wait" else _T,
-             f"{part.replace('_', ' ')} time / step time", optional=part in COMM_PARTS)
-      for part in STEP_PARTS],
+    *[
+        Metric(
+            f"time/{part}_s",
+            "s",
+            _T,
+            f"mean {part.replace('_', ' ')} time per step",
+            optional=part in COMM_PARTS,
+        )
+        for part in STEP_PARTS
+    ],
+    *[
+        Metric(
+            f"time/{part}_share",
+            "0-1",
+            _TE if part == "data_wait" else _T,
+            f"{part.replace('_', ' ')} time / step time",
+            optional=part in COMM_PARTS,
+        )
+        for part in STEP_PARTS
+    ],
     Metric("time/epoch_s", "s", _E, "wall time of the epoch, summed over resumes"),
     Metric("memory/rss_gib", "GiB", _T, "peak resident set size of the rank-0 process"),
     Metric("memory/max_allocated_gib", "GiB", _T, "CUDA peak allocated", optional=True),
@@ -215,12 +243,19 @@ METRICS: dict[str, Metric] = _metrics(
     Metric("perf/flops_per_sample", "FLOP/sample", _T, "training FLOPs per sample", optional=True),
     Metric("perf/tflops_per_s", "TFLOP/s", _T, "achieved TFLOP/s per device", optional=True),
     Metric("perf/mfu", "0-1", _T, "model FLOPs utilisation (GPU only)", optional=True),
-    Metric("train/nonfinite_steps", "", _T, "steps skipped for a non-finite loss (TRAIN.NAN_POLICY skip)",
-           optional=True, type=int),
+    Metric(
+        "train/nonfinite_steps",
+        "",
+        _T,
+        "steps skipped for a non-finite loss (TRAIN.NAN_POLICY skip)",
+        optional=True,
+        type=int,
+    ),
     Metric("time/eval_s", "s", (VAL,), "wall time of the validation (`harness eval`)", optional=True),
     Metric("steps", "", _T, "optimizer steps in the window", type=int),
-    Metric("steady", "bool", _T, "false inside the first LOG.WARMUP_STEPS steps after a (re)start",
-           type=bool),
+    Metric(
+        "steady", "bool", _T, "false inside the first LOG.WARMUP_STEPS steps after a (re)start", type=bool
+    ),
     Metric("val/loss", "", (VAL,), "validation loss", optional=True),
     Metric("val/accuracy", "0-1", (VAL,), "FER top-1 accuracy", optional=True),
     Metric("val/macro_f1", "0-1", (VAL,), "FER macro-averaged F1", optional=True),
@@ -260,8 +295,10 @@ def check_types(data: Mapping[str, Any], fields: Mapping[str, Field | Metric], w
     problems = []
     for name, spec in fields.items():  # Field and Metric both carry .type
         if name in data and not _has_type(data[name], spec.type):
-            problems.append(f"{where}: {name} is {type(data[name]).__name__} {data[name]!r}, "
-                            f"documented as {_type_name(spec.type)}")
+            problems.append(
+                f"{where}: {name} is {type(data[name]).__name__} {data[name]!r}, "
+                f"documented as {_type_name(spec.type)}"
+            )
     return problems
 
 

@@ -3,6 +3,7 @@
 Every rank may call every method; only the main rank writes. W&B problems
 (no network, bad key, init timeout) cost one warning and never stop training.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,11 +61,20 @@ class WandbSink:
             import wandb
 
             self.run = wandb.init(
-                project=settings["project"], entity=settings["entity"] or None, group=settings["group"],
-                job_type=settings["job_type"], name=settings["name"], tags=list(settings["tags"]),
-                config=config, dir=str(run_dir), mode=settings["mode"], id=run_id, resume="allow",
-                settings=wandb.Settings(init_timeout=settings["init_timeout"], console="off",
-                                        x_disable_stats=True),
+                project=settings["project"],
+                entity=settings["entity"] or None,
+                group=settings["group"],
+                job_type=settings["job_type"],
+                name=settings["name"],
+                tags=list(settings["tags"]),
+                config=config,
+                dir=str(run_dir),
+                mode=settings["mode"],
+                id=run_id,
+                resume="allow",
+                settings=wandb.Settings(
+                    init_timeout=settings["init_timeout"], console="off", x_disable_stats=True
+                ),
             )
             self.run.define_metric("trainer/step")
             self.run.define_metric("train/*", step_metric="trainer/step")
@@ -146,12 +156,19 @@ class RunLogger:
             self.wandb.finish(exit_code)
 
     # ---- records
-    def record(self, kind: str, values: dict[str, Any], *, step: int, epoch: float, elapsed: float,
-               samples: int) -> None:
+    def record(
+        self, kind: str, values: dict[str, Any], *, step: int, epoch: float, elapsed: float, samples: int
+    ) -> None:
         if not self.main:
             return
-        rec = {"kind": kind, "step": step, "epoch": epoch, "time": round(elapsed, 4), "samples": samples,
-               "unix_time": round(time.time(), 3)}
+        rec = {
+            "kind": kind,
+            "step": step,
+            "epoch": epoch,
+            "time": round(elapsed, 4),
+            "samples": samples,
+            "unix_time": round(time.time(), 3),
+        }
         rec.update({k: _plain(v) for k, v in values.items()})
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -162,8 +179,12 @@ class RunLogger:
     def _wandb_view(self, kind: str, rec: dict[str, Any]) -> dict[str, Any]:
         scalars = {k: v for k, v in rec.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         # Every row carries its position, so W&B histories map back to metrics.jsonl records.
-        position = {"trainer/step": rec["step"], "trainer/samples": rec["samples"],
-                    "trainer/time": rec["time"], "trainer/kind": kind}
+        position = {
+            "trainer/step": rec["step"],
+            "trainer/samples": rec["samples"],
+            "trainer/time": rec["time"],
+            "trainer/kind": kind,
+        }
         if kind == "train":
             out = {k: v for k, v in scalars.items() if "/" in k}
             out["trainer/steady"] = int(bool(rec.get("steady")))

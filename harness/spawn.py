@@ -1,5 +1,6 @@
 """Start a run: in this process, or as DIST.GPUS local processes for ddp when no
 distributed environment exists (like detectron2's ``launch``)."""
+
 from __future__ import annotations
 
 import ctypes
@@ -26,8 +27,7 @@ GRACE_S = 5.0  # after one rank fails, how long the others get to stop before SI
 
 
 def needs_spawn(cfg: CN) -> bool:
-    return (cfg.DIST.STRATEGY == "ddp" and cfg.DIST.GPUS > 1
-            and not world_info_from_env().distributed)
+    return cfg.DIST.STRATEGY == "ddp" and cfg.DIST.GPUS > 1 and not world_info_from_env().distributed
 
 
 def launch(cfg: CN, resume: str = "auto") -> str:
@@ -35,18 +35,26 @@ def launch(cfg: CN, resume: str = "auto") -> str:
     if not needs_spawn(cfg):
         return run_training(cfg, resume)
     if cfg.DIST.NODES > 1:
-        raise RuntimeError(f"DIST.NODES {cfg.DIST.NODES}: a multi-node run needs one launcher per node; "
-                           "submit it with `harness sweep --backend slurm` or start it with torchrun")
+        raise RuntimeError(
+            f"DIST.NODES {cfg.DIST.NODES}: a multi-node run needs one launcher per node; "
+            "submit it with `harness sweep --backend slurm` or start it with torchrun"
+        )
     nprocs = cfg.DIST.GPUS
     if torch.cuda.is_available() and torch.cuda.device_count() < nprocs:
-        raise RuntimeError(f"DIST.GPUS {nprocs} but only {torch.cuda.device_count()} CUDA devices "
-                           "are visible")
+        raise RuntimeError(
+            f"DIST.GPUS {nprocs} but only {torch.cuda.device_count()} CUDA devices are visible"
+        )
     if check_resume(cfg, run_dir_for(cfg), resume).already_completed:  # refuse here, before any rank starts
         print(f"run {cfg.RUN_NAME} already completed ({run_dir_for(cfg)}); nothing to do", file=sys.stderr)
         return "completed"
     port = find_free_port()
-    context = mp.start_processes(_worker, args=(cfg, resume, nprocs, port, os.getpid()), nprocs=nprocs,
-                                 join=False, start_method="spawn")
+    context = mp.start_processes(
+        _worker,
+        args=(cfg, resume, nprocs, port, os.getpid()),
+        nprocs=nprocs,
+        join=False,
+        start_method="spawn",
+    )
     forward = _forward_signals([p.pid for p in context.processes])
     try:
         first = _first_failure(context.processes)
@@ -93,8 +101,15 @@ def _record_rank_death(run_dir: Path, rank: int, exit_code: int) -> str:
     if status.get("state") == "failed" and status.get("silent_rank") is not None:
         return status.get("error") or message  # a watchdog already named the silent rank
     if status.get("state") in (None, "pending", "running", "failed"):
-        write_status(run_dir, heartbeat=False, state="failed", error=message, failed_rank=rank,
-                     signal=signal_name, exit_code=exit_code)
+        write_status(
+            run_dir,
+            heartbeat=False,
+            state="failed",
+            error=message,
+            failed_rank=rank,
+            signal=signal_name,
+            exit_code=exit_code,
+        )
     return message
 
 
@@ -120,10 +135,12 @@ def die_with_parent(sig: int = signal.SIGTERM, parent_pid: int | None = None) ->
         except (OSError, AttributeError):
             armed = False
     if not armed:
+
         def watch() -> None:
             while os.getppid() == parent:
                 time.sleep(1.0)
             os.kill(os.getpid(), sig)
+
         threading.Thread(target=watch, name="harness-parent-watch", daemon=True).start()
     if os.getppid() != parent:  # the parent died before the request took effect
         os.kill(os.getpid(), sig)
@@ -131,12 +148,14 @@ def die_with_parent(sig: int = signal.SIGTERM, parent_pid: int | None = None) ->
 
 def _forward_signals(pids: list[int]) -> dict[int, Any]:
     """Preemption signals sent to the launcher reach every worker."""
+
     def forward(signum: int, frame: object) -> None:
         for pid in pids:
             try:
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass
+
     previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGUSR2):
         previous[sig] = signal.signal(sig, forward)
@@ -148,6 +167,14 @@ def _worker(local_rank: int, cfg: CN, resume: str, nprocs: int, port: int, paren
 
     install_signal_handlers()
     die_with_parent(signal.SIGTERM, parent_pid)
-    os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nprocs),
-                       "LOCAL_WORLD_SIZE": str(nprocs), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(local_rank),
+            "LOCAL_RANK": str(local_rank),
+            "WORLD_SIZE": str(nprocs),
+            "LOCAL_WORLD_SIZE": str(nprocs),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     run_training(cfg, resume)

@@ -8,6 +8,7 @@ Batches are dicts of tensors. Datasets index with ``(epoch, index)`` keys (see
 ``harness.data``) so that augmentation randomness is a function of
 (seed, epoch, index) only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -135,8 +136,9 @@ class Task(ABC):
         """Outputs for validation (e.g. flip test); defaults to ``forward``."""
         return self.forward(model, batch)
 
-    def prepare_batch(self, batch: dict[str, Any], device: torch.device,
-                      channels_last: bool = False) -> dict[str, Any]:
+    def prepare_batch(
+        self, batch: dict[str, Any], device: torch.device, channels_last: bool = False
+    ) -> dict[str, Any]:
         """Move tensors to the device; uint8 images become normalised floats here,
         on the device, so the loader ships 4x fewer bytes."""
         import torch

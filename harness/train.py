@@ -1,5 +1,6 @@
 """Train one run in this process, inside whatever distributed world the
 environment describes (torchrun, Slurm/submitit, or none)."""
+
 from __future__ import annotations
 
 import logging
@@ -43,7 +44,8 @@ def check_world(cfg: CN, world: WorldInfo) -> None:
     if world.world_size != expected:
         raise RuntimeError(
             f"the environment ({world.source}) has world size {world.world_size} but DIST.STRATEGY "
-            f"{cfg.DIST.STRATEGY} with DIST.GPUS {cfg.DIST.GPUS} needs {expected} processes")
+            f"{cfg.DIST.STRATEGY} with DIST.GPUS {cfg.DIST.GPUS} needs {expected} processes"
+        )
 
 
 def _set_cpu_threads(world: WorldInfo) -> None:
@@ -59,17 +61,27 @@ def _identity(cfg: CN, trainer: Trainer, task_cls: type, wandb_id: str, world: W
     return {
         # run_name, sweep, workload, model, strategy, gpus, nodes, batch_size_per_gpu, grad_accum, seed
         **run_fields_from_config(flatten_config(cfg)),
-        "world_size": world.world_size, "device_type": trainer.device.type,
-        "global_batch": global_batch_size(cfg), "lr": trainer.lr,
-        "primary_metric": f"val/{task_cls.primary_metric}", "higher_is_better": task_cls.higher_is_better,
-        "num_params": trainer.num_params, "steps_per_epoch": trainer.steps_per_epoch,
-        "flops_per_sample": trainer.flops_per_sample, "peak_tflops_per_device": trainer.peak_tflops,
-        "git_commit": git_commit(), "host": env["host"],
+        "world_size": world.world_size,
+        "device_type": trainer.device.type,
+        "global_batch": global_batch_size(cfg),
+        "lr": trainer.lr,
+        "primary_metric": f"val/{task_cls.primary_metric}",
+        "higher_is_better": task_cls.higher_is_better,
+        "num_params": trainer.num_params,
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "flops_per_sample": trainer.flops_per_sample,
+        "peak_tflops_per_device": trainer.peak_tflops,
+        "git_commit": git_commit(),
+        "host": env["host"],
         "hosts": sorted(set(du.gather_objects(socket.gethostname()))),
-        "torch_version": env["torch_version"], "cuda_version": env["cuda_version"],
-        "python_version": env["python_version"], "wandb_id": wandb_id,
-        "wandb_project": cfg.LOG.WANDB.PROJECT, "wandb_entity": cfg.LOG.WANDB.ENTITY,
-        "wandb_group": wandb_group(cfg), "slurm_job_id": slurm_job_id(),
+        "torch_version": env["torch_version"],
+        "cuda_version": env["cuda_version"],
+        "python_version": env["python_version"],
+        "wandb_id": wandb_id,
+        "wandb_project": cfg.LOG.WANDB.PROJECT,
+        "wandb_entity": cfg.LOG.WANDB.ENTITY,
+        "wandb_group": wandb_group(cfg),
+        "slurm_job_id": slurm_job_id(),
         "started_at": previous.get("started_at", time.time()),
         "skipped_samples": skipped_samples(trainer),  # DATA.ON_BAD_SAMPLE skip: {split: {reason: n}}
     }
@@ -98,8 +110,9 @@ def run_training(cfg: CN, resume: str = "auto") -> str:
         raise
     if decision.already_completed:
         setup_text_logging(None, main)
-        logging.getLogger("harness").info("run %s already completed (%s); nothing to do", cfg.RUN_NAME,
-                                          run_dir)
+        logging.getLogger("harness").info(
+            "run %s already completed (%s); nothing to do", cfg.RUN_NAME, run_dir
+        )
         du.destroy_distributed()
         return "completed"
     if main:
@@ -113,8 +126,13 @@ def run_training(cfg: CN, resume: str = "auto") -> str:
     trainer: Trainer | None = None
     try:
         # Beats start right after the rendezvous, so a slow data set build on one rank is not silence.
-        watchdog = Watchdog(run_dir, du.rank(), du.world_size(), cfg.DIST.TIMEOUT_S,
-                            step=lambda: trainer.global_step if trainer is not None else 0).start()
+        watchdog = Watchdog(
+            run_dir,
+            du.rank(),
+            du.world_size(),
+            cfg.DIST.TIMEOUT_S,
+            step=lambda: trainer.global_step if trainer is not None else 0,
+        ).start()
         resume_path = decision.checkpoint
         trainer = Trainer(cfg, task_cls(cfg), world, device, run_dir, logger)
         state = load_checkpoint(resume_path) if resume_path else None
@@ -123,37 +141,60 @@ def run_training(cfg: CN, resume: str = "auto") -> str:
         if main:
             dump_config(cfg, run_dir / CONFIG_YAML)
         if decision.changed:
-            logger.warning("--resume force: continuing %s with changed keys %s", run_dir,
-                           ", ".join(decision.changed))
+            logger.warning(
+                "--resume force: continuing %s with changed keys %s", run_dir, ", ".join(decision.changed)
+            )
         if state is not None:
             trainer.load_state_dict(state)
             logger.best = state.get("best")
-            logger.info("resumed from %s at epoch %d, step %d", resume_path, trainer.epoch,
-                        trainer.global_step)
+            logger.info(
+                "resumed from %s at epoch %d, step %d", resume_path, trainer.epoch, trainer.global_step
+            )
         logger.rewind(trainer.global_step)
         old_id = (state or {}).get("wandb_id") or (read_json(run_dir / RUN_JSON, {}) or {}).get("wandb_id")
         wandb_id = du.broadcast_object(old_id or secrets.token_hex(4))
         identity = _identity(cfg, trainer, task_cls, wandb_id, world)
-        forced = sorted(set(read_json(run_dir / RUN_JSON, {}).get("resumed_with_changes") or [])
-                        | set(decision.changed))
+        forced = sorted(
+            set(read_json(run_dir / RUN_JSON, {}).get("resumed_with_changes") or []) | set(decision.changed)
+        )
         if forced:  # --resume force: the run's history says which keys changed on the way
             identity["resumed_with_changes"] = forced
         if main:
             atomic_write_json(run_dir / RUN_JSON, identity)
         requeues = previous.get("requeues", 0) + (1 if previous.get("state") == "preempted" else 0)
-        logger.status(state="running", epoch=trainer.epoch, step=trainer.global_step, requeues=requeues,
-                      error=None, traceback=None, failed_rank=None, silent_rank=None, signal=None,
-                      primary_metric=identity["primary_metric"],
-                      job_id=identity["slurm_job_id"] or previous.get("job_id", ""))
+        logger.status(
+            state="running",
+            epoch=trainer.epoch,
+            step=trainer.global_step,
+            requeues=requeues,
+            error=None,
+            traceback=None,
+            failed_rank=None,
+            silent_rank=None,
+            signal=None,
+            primary_metric=identity["primary_metric"],
+            job_id=identity["slurm_job_id"] or previous.get("job_id", ""),
+        )
         wandb_mode, wandb_mode_from = resolve_wandb_mode(cfg.LOG.WANDB.MODE)
         logger.info("W&B mode %s (from %s)", wandb_mode, wandb_mode_from)
-        settings = {"mode": wandb_mode, "project": cfg.LOG.WANDB.PROJECT,
-                    "entity": cfg.LOG.WANDB.ENTITY, "group": identity["wandb_group"],
-                    "job_type": cfg.DIST.STRATEGY, "name": cfg.RUN_NAME, "tags": list(cfg.LOG.WANDB.TAGS),
-                    "init_timeout": cfg.LOG.WANDB.INIT_TIMEOUT}
-        wandb_config = {**flatten_config(cfg), "derived/world_size": world.world_size,
-                        "derived/global_batch": identity["global_batch"], "derived/lr": trainer.lr,
-                        "derived/num_params": trainer.num_params, "run": identity}
+        settings = {
+            "mode": wandb_mode,
+            "project": cfg.LOG.WANDB.PROJECT,
+            "entity": cfg.LOG.WANDB.ENTITY,
+            "group": identity["wandb_group"],
+            "job_type": cfg.DIST.STRATEGY,
+            "name": cfg.RUN_NAME,
+            "tags": list(cfg.LOG.WANDB.TAGS),
+            "init_timeout": cfg.LOG.WANDB.INIT_TIMEOUT,
+        }
+        wandb_config = {
+            **flatten_config(cfg),
+            "derived/world_size": world.world_size,
+            "derived/global_batch": identity["global_batch"],
+            "derived/lr": trainer.lr,
+            "derived/num_params": trainer.num_params,
+            "run": identity,
+        }
         logger.start_wandb(settings, wandb_id, wandb_config)
         result = trainer.fit()
         logger.status(state=result, epoch=trainer.epoch, step=trainer.global_step)

@@ -4,6 +4,7 @@ Concerns live elsewhere: timing (harness.timing), checkpoint files
 (harness.checkpoint), records (harness.runlog), strategies and precision
 (harness.parallel), LR (harness.optim), samplers (harness.data).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,8 +71,9 @@ def eval_autocast(cfg: CN, device: torch.device) -> contextlib.AbstractContextMa
 
 
 class Trainer:
-    def __init__(self, cfg: CN, task: Task, world: WorldInfo, device: torch.device, run_dir: Path,
-                 logger: RunLogger):
+    def __init__(
+        self, cfg: CN, task: Task, world: WorldInfo, device: torch.device, run_dir: Path, logger: RunLogger
+    ):
         self.cfg, self.task, self.world, self.device = cfg, task, world, device
         self.run_dir, self.log = run_dir, logger
         parallel.check_amp(cfg, device)
@@ -89,20 +91,31 @@ class Trainer:
             train_set = TrainSubset(train_set, picked)
             weights = None if weights is None else weights[picked]
         self.sampler = TrainSampler(len(train_set), world.world_size, world.rank, cfg.SEED, weights=weights)
-        loader_args = dict(num_workers=cfg.DATA.NUM_WORKERS, pin_memory=cfg.DATA.PIN_MEMORY,
-                           prefetch_factor=cfg.DATA.PREFETCH_FACTOR,
-                           persistent_workers=cfg.DATA.PERSISTENT_WORKERS)
-        self.train_loader = build_loader(train_set, self.sampler, self.micro_batch, drop_last=True,
-                                         **loader_args)
+        loader_args = dict(
+            num_workers=cfg.DATA.NUM_WORKERS,
+            pin_memory=cfg.DATA.PIN_MEMORY,
+            prefetch_factor=cfg.DATA.PREFETCH_FACTOR,
+            persistent_workers=cfg.DATA.PERSISTENT_WORKERS,
+        )
+        self.train_loader = build_loader(
+            train_set, self.sampler, self.micro_batch, drop_last=True, **loader_args
+        )
         eval_batch = cfg.EVAL.BATCH_SIZE_PER_GPU or cfg.TRAIN.BATCH_SIZE_PER_GPU
-        self.val_loader = build_loader(val_set, InferenceSampler(len(val_set), world.world_size, world.rank),
-                                       eval_batch, drop_last=False, **loader_args)
+        self.val_loader = build_loader(
+            val_set,
+            InferenceSampler(len(val_set), world.world_size, world.rank),
+            eval_batch,
+            drop_last=False,
+            **loader_args,
+        )
         self.steps_per_epoch = len(self.sampler) // self.micro_batch // cfg.TRAIN.GRAD_ACCUM
         if cfg.TRAIN.MAX_STEPS_PER_EPOCH:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.TRAIN.MAX_STEPS_PER_EPOCH)
         if self.steps_per_epoch < 1:
-            raise ValueError(f"the training set ({len(train_set)} samples) is smaller than one global batch "
-                             f"({self.global_batch}); lower TRAIN.BATCH_SIZE_PER_GPU or DIST.GPUS")
+            raise ValueError(
+                f"the training set ({len(train_set)} samples) is smaller than one global batch "
+                f"({self.global_batch}); lower TRAIN.BATCH_SIZE_PER_GPU or DIST.GPUS"
+            )
         self.evaluator = task.build_evaluator(val_set, output_dir=run_dir / "results")
 
         torch.manual_seed(cfg.SEED)  # identical initial weights on every rank
@@ -132,15 +145,26 @@ class Trainer:
     # ------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         self.clock.tick()
-        mine = {"rng": ckpt.rng_state(), "window_loss": self.window_loss.state(),
-                "epoch_loss": self.epoch_loss.state(), "window_metrics": self.window_metrics.state(),
-                "epoch_metrics": self.epoch_metrics.state()}
+        mine = {
+            "rng": ckpt.rng_state(),
+            "window_loss": self.window_loss.state(),
+            "epoch_loss": self.epoch_loss.state(),
+            "window_metrics": self.window_metrics.state(),
+            "epoch_metrics": self.epoch_metrics.state(),
+        }
         return {
-            "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(), "schedule": {"base_lr": self.lr},
-            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-            "samples": self.samples, **self.clock.state(), "world_size": self.world.world_size,
-            "per_rank": du.gather_objects(mine), "best": self.log.best,
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "schedule": {"base_lr": self.lr},
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "samples": self.samples,
+            **self.clock.state(),
+            "world_size": self.world.world_size,
+            "per_rank": du.gather_objects(mine),
+            "best": self.log.best,
             "config": flat_config(self.cfg),  # what a relaunch is compared with (harness.resume_guard)
         }
 
@@ -153,9 +177,12 @@ class Trainer:
         self.clock.load(state)
         per_rank = state["per_rank"]
         if len(per_rank) != self.world.world_size:
-            self.log.warning("checkpoint was written at world size %d, resuming at %d: the data order and "
-                             "random state differ from an uninterrupted run", len(per_rank),
-                             self.world.world_size)
+            self.log.warning(
+                "checkpoint was written at world size %d, resuming at %d: the data order and "
+                "random state differ from an uninterrupted run",
+                len(per_rank),
+                self.world.world_size,
+            )
         mine = per_rank[self.world.rank % len(per_rank)]
         ckpt.set_rng_state(mine["rng"])
         self.window_loss.load(mine["window_loss"])
@@ -171,8 +198,11 @@ class Trainer:
         self.nan_guard.before_checkpoint(f"before the checkpoint of step {self.global_step}")
         state = self.state_dict()  # collective: every rank takes part
         if du.is_main():
-            ckpt.save_checkpoint(ckpt.checkpoint_path(self.run_dir), state,
-                                 midway=faults.checkpoint_midway(self.cfg, self.run_dir, self.global_step))
+            ckpt.save_checkpoint(
+                ckpt.checkpoint_path(self.run_dir),
+                state,
+                midway=faults.checkpoint_midway(self.cfg, self.run_dir, self.global_step),
+            )
         du.barrier()
 
     def _attach_comm_timer(self) -> CommTimer | None:
@@ -189,16 +219,21 @@ class Trainer:
         try:
             items = [train_set[(0, i)] for i in range(min(2, len(train_set)))]
             batch = self.task.prepare_batch(torch.utils.data.default_collate(items), torch.device("cpu"))
-            per_sample = flops_per_sample(self.raw_model, batch,
-                                          lambda model, b: self.task.loss(self.task.forward(model, b), b))
+            per_sample = flops_per_sample(
+                self.raw_model, batch, lambda model, b: self.task.loss(self.task.forward(model, b), b)
+            )
         except Exception as e:  # a model the meta device cannot run: no FLOP figures, training goes on
-            self.log.warning("FLOPs per sample not counted (%s: %s); perf/* metrics are left out",
-                             type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            self.log.warning(
+                "FLOPs per sample not counted (%s: %s); perf/* metrics are left out",
+                type(e).__name__,
+                str(e).splitlines()[0] if str(e) else "",
+            )
             return None, None
         peak = None
         if self.device.type == "cuda":
-            peak = peak_tflops(torch.cuda.get_device_name(self.device),
-                               compute_precision(self.cfg.TRAIN.AMP, self.device))
+            peak = peak_tflops(
+                torch.cuda.get_device_name(self.device), compute_precision(self.cfg.TRAIN.AMP, self.device)
+            )
         return per_sample, peak
 
     # ------------------------------------------------------------- loop
@@ -239,8 +274,14 @@ class Trainer:
         self.sampler.set_position(self.epoch, self.step_in_epoch * self.micro_batch * accum)
         batches = iter(self.train_loader)
         timer = WindowTimer(self.device, self.comm_timer, self.flops_per_sample, self.peak_tflops)
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch}",
-                   disable=not (du.is_main() and cfg.LOG.PROGRESS), leave=False, mininterval=2)
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=self.step_in_epoch,
+            desc=f"epoch {self.epoch}",
+            disable=not (du.is_main() and cfg.LOG.PROGRESS),
+            leave=False,
+            mininterval=2,
+        )
         while self.step_in_epoch < self.steps_per_epoch:
             lr = self.schedule.apply(self.optimizer, self.epoch, self.step_in_epoch)
             step_loss = torch.zeros((), device=self.device)
@@ -278,13 +319,18 @@ class Trainer:
             if cfg.CHECKPOINT.EVERY_N_STEPS and self.global_step % cfg.CHECKPOINT.EVERY_N_STEPS == 0:
                 self.save()
             # Agreed one step after a request (no per-step stall); at once at the epoch's end.
-            if self.stop_vote.poll(preemption.stop_requested() is not None,
-                                   final=self.step_in_epoch == self.steps_per_epoch):
+            if self.stop_vote.poll(
+                preemption.stop_requested() is not None, final=self.step_in_epoch == self.steps_per_epoch
+            ):
                 bar.close()
                 self._check_finite(self.window_loss, "before the preemption checkpoint")
                 self.save()
-                self.log.info("stopped at epoch %d step %d (%s); checkpoint written", self.epoch,
-                              self.global_step, preemption.stop_requested() or "another rank's request")
+                self.log.info(
+                    "stopped at epoch %d step %d (%s); checkpoint written",
+                    self.epoch,
+                    self.global_step,
+                    preemption.stop_requested() or "another rank's request",
+                )
                 return False
         bar.close()
         return True
@@ -334,7 +380,8 @@ class Trainer:
             raise NonFiniteLossError(
                 f"training loss is {value} {where} (epoch {self.epoch}, step {self.global_step}); the last "
                 f"good checkpoint is kept at {ckpt.checkpoint_path(self.run_dir)}. Lower TRAIN.LR or set "
-                "TRAIN.CLIP_GRAD")
+                "TRAIN.CLIP_GRAD"
+            )
         return value
 
     def _record_window(self, timer: WindowTimer, lr: float) -> None:
@@ -352,27 +399,50 @@ class Trainer:
         stats.update(train_metrics)
         if self.cfg.TRAIN.NAN_POLICY == "skip":
             stats["train/nonfinite_steps"] = skipped
-        stats.update({"train/loss": loss, "train/lr": lr,
-                      "steady": self.steps_since_start - stats["steps"] >= self.cfg.LOG.WARMUP_STEPS})
+        stats.update(
+            {
+                "train/loss": loss,
+                "train/lr": lr,
+                "steady": self.steps_since_start - stats["steps"] >= self.cfg.LOG.WARMUP_STEPS,
+            }
+        )
         stats.pop("wall_s")
         self._record("train", stats, epoch=self.epoch + self.step_in_epoch / self.steps_per_epoch)
-        self.log.status(state="running", epoch=self.epoch, step=self.global_step,
-                        last_img_per_s=stats["throughput/img_per_s"])
+        self.log.status(
+            state="running",
+            epoch=self.epoch,
+            step=self.global_step,
+            last_img_per_s=stats["throughput/img_per_s"],
+        )
 
     def _record_epoch(self) -> None:
         self.clock.tick()
         epoch_samples = self.steps_per_epoch * self.global_batch
-        self._record("epoch", {
-            **self.epoch_metrics.global_means(),
-            "train/loss": self.epoch_loss.global_mean(), "train/lr": self.optimizer.param_groups[0]["lr"],
-            "time/epoch_s": self.clock.epoch_time,
-            "throughput/img_per_s": epoch_samples / max(1e-9, self.clock.epoch_time),
-            "time/data_wait_share": self.clock.epoch_data_wait / max(1e-9, self.clock.epoch_time)})
+        self._record(
+            "epoch",
+            {
+                **self.epoch_metrics.global_means(),
+                "train/loss": self.epoch_loss.global_mean(),
+                "train/lr": self.optimizer.param_groups[0]["lr"],
+                "time/epoch_s": self.clock.epoch_time,
+                "throughput/img_per_s": epoch_samples / max(1e-9, self.clock.epoch_time),
+                "time/data_wait_share": self.clock.epoch_data_wait / max(1e-9, self.clock.epoch_time),
+            },
+        )
 
     def _record(self, kind: str, values: dict[str, Any], epoch: float | None = None) -> None:
         self.clock.tick()
-        self.log.record(kind, values, step=self.global_step, epoch=self.epoch if epoch is None else epoch,
-                        elapsed=self.clock.elapsed, samples=self.samples)
+        self.log.record(
+            kind,
+            values,
+            step=self.global_step,
+            epoch=self.epoch if epoch is None else epoch,
+            elapsed=self.clock.elapsed,
+            samples=self.samples,
+        )
         if kind == "val":
-            self.log.info("epoch %d validation: %s", self.epoch,
-                          {k: round(v, 4) for k, v in values.items() if isinstance(v, float)})
+            self.log.info(
+                "epoch %d validation: %s",
+                self.epoch,
+                {k: round(v, 4) for k, v in values.items() if isinstance(v, float)},
+            )

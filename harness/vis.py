@@ -4,6 +4,7 @@ with the predicted skeleton and joint confidences, and grids of either.
 Validation calls :func:`write_validation_grid` with its first batch (``EVAL.VIS_SAMPLES``
 pictures, 0 disables); ``harness predict`` uses the single-picture helpers.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,8 +23,9 @@ def _font() -> ImageFont.ImageFont:
     return ImageFont.load_default()
 
 
-def fer_picture(image: np.ndarray, pred: int, probs: Sequence[float], true: int | None,
-                class_names: Sequence[str]) -> Image.Image:
+def fer_picture(
+    image: np.ndarray, pred: int, probs: Sequence[float], true: int | None, class_names: Sequence[str]
+) -> Image.Image:
     """One grey face (H, W uint8) upscaled, with the predicted expression, its
     probability and, when known, the true expression (green when they agree)."""
     face = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
@@ -44,8 +46,14 @@ def _confidence_colour(score: float) -> tuple[int, int, int]:
     return int(255 * (1 - s)), int(200 * s), 40
 
 
-def pose_picture(image: np.ndarray, keypoints: np.ndarray, skeleton: Sequence[Sequence[int]],
-                 truth: np.ndarray | None = None, threshold: float = 0.2, scale: float = 1.0) -> Image.Image:
+def pose_picture(
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    skeleton: Sequence[Sequence[int]],
+    truth: np.ndarray | None = None,
+    threshold: float = 0.2,
+    scale: float = 1.0,
+) -> Image.Image:
     """The predicted skeleton over an RGB image (H, W, 3 uint8).
 
     ``keypoints``: (J, 3) x, y, confidence in image pixels; each joint is a dot
@@ -101,8 +109,16 @@ def batch_pictures(task: str, batch: dict[str, Any], outputs: Any, limit: int) -
 
         probs = torch.as_tensor(outputs[:n]).detach().float().softmax(dim=1).cpu().numpy()
         targets = batch["target"][:n].cpu().numpy() if "target" in batch else [None] * n
-        return [fer_picture(inputs[i, 0].numpy(), int(probs[i].argmax()), probs[i],
-                            None if targets[i] is None else int(targets[i]), CLASS_NAMES) for i in range(n)]
+        return [
+            fer_picture(
+                inputs[i, 0].numpy(),
+                int(probs[i].argmax()),
+                probs[i],
+                None if targets[i] is None else int(targets[i]),
+                CLASS_NAMES,
+            )
+            for i in range(n)
+        ]
     if task == "pose":
         from hrnet.inference import get_max_preds
         from hrnet.transforms import COCO_SKELETON
@@ -114,13 +130,22 @@ def batch_pictures(task: str, batch: dict[str, Any], outputs: Any, limit: int) -
         # The crop maps heatmap pixel x to input pixel x * stride.
         keypoints = np.concatenate([coords * stride, maxvals], axis=2)
         truth = batch["joints"][:n].cpu().numpy() if "joints" in batch else [None] * n
-        return [pose_picture(inputs[i].permute(1, 2, 0).numpy(), keypoints[i], COCO_SKELETON, truth[i],
-                             scale=2.0 if inputs.shape[-1] < 160 else 1.0) for i in range(n)]
+        return [
+            pose_picture(
+                inputs[i].permute(1, 2, 0).numpy(),
+                keypoints[i],
+                COCO_SKELETON,
+                truth[i],
+                scale=2.0 if inputs.shape[-1] < 160 else 1.0,
+            )
+            for i in range(n)
+        ]
     raise ValueError(f"no pictures for TASK {task!r}")
 
 
-def write_validation_grid(cfg: Any, run_dir: Path, logger: Any, batch: dict[str, Any] | None, outputs: Any,
-                          epoch: int) -> Path | None:
+def write_validation_grid(
+    cfg: Any, run_dir: Path, logger: Any, batch: dict[str, Any] | None, outputs: Any, epoch: int
+) -> Path | None:
     """``<run dir>/vis/val-epoch<NNN>.png`` from the first validation batch, also logged
     to W&B as ``val/examples``. Never fails validation: problems are one warning."""
     limit = cfg.EVAL.VIS_SAMPLES
@@ -191,6 +216,7 @@ def predict_pose(cfg: Any, task: Any, model: Any, files: list[Path]) -> list[Ima
             heatmaps = task.eval_forward(model, batch)
         coords, maxvals = get_final_preds(heatmaps, center[None], scale[None], cfg.TEST.POST_PROCESS)
         keypoints = np.concatenate([coords[0], maxvals[0]], axis=1)
-        pictures.append(pose_picture(np.asarray(rgb), keypoints, COCO_SKELETON,
-                                     scale=2.0 if max(rgb.size) < 200 else 1.0))
+        pictures.append(
+            pose_picture(np.asarray(rgb), keypoints, COCO_SKELETON, scale=2.0 if max(rgb.size) < 200 else 1.0)
+        )
     return pictures

@@ -13,6 +13,7 @@ Every rank runs one daemon thread that, every ``interval_s``:
 - on rank 0, stamps status.json's ``heartbeat`` (and ``step``) when the step has
   advanced, so ``harness status`` can tell a run that progresses from a stalled one.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,9 @@ def pid_running(pid: int) -> bool:
 
 
 class Watchdog:
-    def __init__(self, run_dir: Path, rank: int, world_size: int, timeout_s: float,
-                 step: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self, run_dir: Path, rank: int, world_size: int, timeout_s: float, step: Callable[[], int] = lambda: 0
+    ) -> None:
         self.run_dir, self.rank, self.world_size = Path(run_dir), rank, world_size
         self.interval_s, self.silent_after_s = intervals(timeout_s)
         self.step = step
@@ -104,9 +106,16 @@ class Watchdog:
 
     # ---- beats
     def _beat(self) -> None:
-        atomic_write_json(heartbeat_path(self.run_dir, self.rank),
-                          {"rank": self.rank, "pid": os.getpid(), "host": self.host, "time": time.time(),
-                           "step": self.step()})
+        atomic_write_json(
+            heartbeat_path(self.run_dir, self.rank),
+            {
+                "rank": self.rank,
+                "pid": os.getpid(),
+                "host": self.host,
+                "time": time.time(),
+                "step": self.step(),
+            },
+        )
 
     def _progress(self) -> None:
         step = self.step()
@@ -142,12 +151,20 @@ class Watchdog:
     def _fail(self, silent: list[tuple[int, float, dict[str, Any] | None]]) -> None:
         peer, age, beat = silent[0]
         where = f" (pid {beat['pid']} on {beat['host']}, last at step {beat.get('step')})" if beat else ""
-        message = (f"rank {peer}{where} sent no heartbeat for {age:.0f}s (limit {self.silent_after_s:.0f}s = "
-                   f"DIST.TIMEOUT_S/2): it is frozen, dead or cut off; rank {self.rank} stops the run")
+        message = (
+            f"rank {peer}{where} sent no heartbeat for {age:.0f}s (limit {self.silent_after_s:.0f}s = "
+            f"DIST.TIMEOUT_S/2): it is frozen, dead or cut off; rank {self.rank} stops the run"
+        )
         log.error(message)
         try:
-            write_status(self.run_dir, state="failed", error=message, failed_rank=peer, silent_rank=peer,
-                         step=beat.get("step") if beat else self.step())
+            write_status(
+                self.run_dir,
+                state="failed",
+                error=message,
+                failed_rank=peer,
+                silent_rank=peer,
+                step=beat.get("step") if beat else self.step(),
+            )
         except OSError:
             pass
         for _, _, b in silent:  # a frozen process on this host would hold its devices for good

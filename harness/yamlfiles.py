@@ -1,5 +1,6 @@
 """YAML mappings and their ``_BASE_`` chains: one reader for run configs, sweep specs
 and cluster profiles."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,12 @@ import yaml
 BASE_KEY = "_BASE_"
 
 
-def read_yaml_mapping(path: str | os.PathLike, error: type[Exception] = ValueError,
-                      what: str = "config file", seen: tuple[str, ...] = ()) -> dict:
+def read_yaml_mapping(
+    path: str | os.PathLike,
+    error: type[Exception] = ValueError,
+    what: str = "config file",
+    seen: tuple[str, ...] = (),
+) -> dict:
     """A YAML file whose top level is a mapping; any problem raises ``error``
     naming the file (and the file whose ``_BASE_`` named it, if ``seen``)."""
     path = os.fspath(path)
@@ -34,16 +39,25 @@ def read_yaml_mapping(path: str | os.PathLike, error: type[Exception] = ValueErr
     return data
 
 
-def read_yaml_chain(path: str | os.PathLike, error: type[Exception] = ValueError, what: str = "config file",
-                    prepare: Callable[[dict[str, Any], str], None] | None = None) -> dict[str, Any]:
+def read_yaml_chain(
+    path: str | os.PathLike,
+    error: type[Exception] = ValueError,
+    what: str = "config file",
+    prepare: Callable[[dict[str, Any], str], None] | None = None,
+) -> dict[str, Any]:
     """The YAML at ``path`` merged over its ``_BASE_`` chain (a path or a list, relative
     to the naming file), as a plain dict. ``prepare(data, file)`` may rewrite each
     file's mapping before merging (e.g. resolve paths against that file's directory)."""
     return _chain(os.path.abspath(os.fspath(path)), (), error, what, prepare)
 
 
-def _chain(path: str, seen: tuple[str, ...], error: type[Exception], what: str,
-           prepare: Callable[[dict[str, Any], str], None] | None) -> dict[str, Any]:
+def _chain(
+    path: str,
+    seen: tuple[str, ...],
+    error: type[Exception],
+    what: str,
+    prepare: Callable[[dict[str, Any], str], None] | None,
+) -> dict[str, Any]:
     data = read_yaml_mapping(path, error, what, seen)
     if prepare is not None:
         prepare(data, path)

@@ -1,4 +1,5 @@
 """HRNet human pose estimation: the model, its config layer and the COCO workload."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -4,6 +4,7 @@ Module and parameter names follow the official PoseHighResolutionNet exactly
 (``branches``, ``fuse_layers``, ``downsample`` ...), because official
 checkpoints are loaded by name with ``strict=True``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -82,8 +83,9 @@ BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {
 }
 
 
-def make_layer(block: type[BasicBlock] | type[Bottleneck], inplanes: int, planes: int,
-               num_blocks: int, stride: int = 1) -> nn.Sequential:
+def make_layer(
+    block: type[BasicBlock] | type[Bottleneck], inplanes: int, planes: int, num_blocks: int, stride: int = 1
+) -> nn.Sequential:
     """``num_blocks`` blocks; the first one projects when width or stride change."""
     out_planes = planes * block.expansion
     downsample = projection(inplanes, out_planes, stride) if stride != 1 or inplanes != out_planes else None
@@ -100,12 +102,22 @@ class HighResolutionModule(nn.Module):
     (the last module of the last stage).
     """
 
-    def __init__(self, num_branches: int, block: type[BasicBlock] | type[Bottleneck],
-                 num_blocks: Sequence[int], num_inchannels: Sequence[int], num_channels: Sequence[int],
-                 fuse_method: str = "SUM", multi_scale_output: bool = True):
+    def __init__(
+        self,
+        num_branches: int,
+        block: type[BasicBlock] | type[Bottleneck],
+        num_blocks: Sequence[int],
+        num_inchannels: Sequence[int],
+        num_channels: Sequence[int],
+        fuse_method: str = "SUM",
+        multi_scale_output: bool = True,
+    ):
         super().__init__()
-        for name, values in (("NUM_BLOCKS", num_blocks), ("NUM_CHANNELS", num_channels),
-                             ("input channels", num_inchannels)):
+        for name, values in (
+            ("NUM_BLOCKS", num_blocks),
+            ("NUM_CHANNELS", num_channels),
+            ("input channels", num_inchannels),
+        ):
             if len(values) != num_branches:
                 raise ValueError(f"NUM_BRANCHES ({num_branches}) != len({name}) ({len(values)})")
         self.num_branches = num_branches
@@ -126,11 +138,13 @@ class HighResolutionModule(nn.Module):
             for j in range(self.num_branches):
                 if j > i:
                     # Lower resolution -> 1x1 conv to branch i's width, nearest upsample.
-                    row.append(nn.Sequential(
-                        nn.Conv2d(channels[j], channels[i], 1, 1, 0, bias=False),
-                        nn.BatchNorm2d(channels[i]),
-                        nn.Upsample(scale_factor=2 ** (j - i), mode="nearest"),
-                    ))
+                    row.append(
+                        nn.Sequential(
+                            nn.Conv2d(channels[j], channels[i], 1, 1, 0, bias=False),
+                            nn.BatchNorm2d(channels[i]),
+                            nn.Upsample(scale_factor=2 ** (j - i), mode="nearest"),
+                        )
+                    )
                 elif j == i:
                     row.append(None)
                 else:

@@ -10,6 +10,7 @@ validation reads ground-truth boxes (``TEST.USE_GT_BBOX``) or a person-detection
 results json (``TEST.COCO_BBOX_FILE``, boxes below ``TEST.IMAGE_THRE`` dropped).
 Images are decoded lazily in ``__getitem__``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -85,9 +86,9 @@ def select_well_fitted(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if num_visible == 0:
             continue
         joints_center = rec["joints"][visible].mean(axis=0)
-        area = float(np.prod(rec["scale"])) * PIXEL_STD ** 2
+        area = float(np.prod(rec["scale"])) * PIXEL_STD**2
         distance2 = float(((joints_center - rec["center"]) ** 2).sum())
-        similarity = np.exp(-distance2 / (0.2 ** 2 * 2.0 * area))
+        similarity = np.exp(-distance2 / (0.2**2 * 2.0 * area))
         if similarity > (0.2 / 16) * num_visible + 0.45 - 0.2 / 16:
             kept.append(rec)
     return kept
@@ -120,25 +121,34 @@ class COCOKeypoints(Dataset):
         self.flip, self.scale_factor, self.rotation_factor = d.FLIP, d.SCALE_FACTOR, d.ROT_FACTOR
         self.prob_half_body, self.num_joints_half_body = d.PROB_HALF_BODY, d.NUM_JOINTS_HALF_BODY
         self.color_rgb = d.COLOR_RGB
-        self.joints_weight = (np.array(COCO_JOINTS_WEIGHT, dtype=np.float32)
-                              if cfg.LOSS.get("USE_DIFFERENT_JOINTS_WEIGHT", False) else None)
+        self.joints_weight = (
+            np.array(COCO_JOINTS_WEIGHT, dtype=np.float32)
+            if cfg.LOSS.get("USE_DIFFERENT_JOINTS_WEIGHT", False)
+            else None
+        )
         if cfg.MODEL.TARGET_TYPE != "gaussian":
             raise ValueError(f"MODEL.TARGET_TYPE {cfg.MODEL.TARGET_TYPE!r} is not supported; use gaussian")
         if self.num_joints != 17:
             raise ValueError(f"MODEL.NUM_JOINTS is {self.num_joints}; COCO keypoints have 17")
 
         if d.DATA_FORMAT == "zip":
-            raise ValueError("DATASET.DATA_FORMAT zip (images inside zip archives) is not supported; "
-                             "unpack the images under DATASET.ROOT/images/<set>/")
+            raise ValueError(
+                "DATASET.DATA_FORMAT zip (images inside zip archives) is not supported; "
+                "unpack the images under DATASET.ROOT/images/<set>/"
+            )
         self.annotation_path = annotation_file(self.root, image_set)
         self.coco = load_coco(self.annotation_path)
         self.image_dir = os.path.join(self.root, "images", image_set)
         use_gt = is_train or cfg.TEST.USE_GT_BBOX
         # Checked here, not mid-epoch; `skipped` counts what DATA.ON_BAD_SAMPLE skip dropped.
-        bad = check_annotations(self.coco.dataset, self.annotation_path, self.image_dir, self.num_joints) \
-            if use_gt else []
-        self._dropped = apply_policy(bad, cfg.DATA.get("ON_BAD_SAMPLE", "error"), self.annotation_path,
-                                     PoseDataError)
+        bad = (
+            check_annotations(self.coco.dataset, self.annotation_path, self.image_dir, self.num_joints)
+            if use_gt
+            else []
+        )
+        self._dropped = apply_policy(
+            bad, cfg.DATA.get("ON_BAD_SAMPLE", "error"), self.annotation_path, PoseDataError
+        )
         self.skipped = count_reasons(bad)
         records = self._gt_records() if use_gt else self._detection_records(cfg.TEST.COCO_BBOX_FILE)
         if is_train and d.SELECT_DATA:
@@ -176,17 +186,28 @@ class COCOKeypoints(Dataset):
                     continue
                 kpts = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
                 if len(kpts) != self.num_joints:
-                    raise PoseDataError(f"annotation {ann.get('id')} in {self.annotation_path} has "
-                                        f"{len(kpts)} keypoints, expected {self.num_joints}")
+                    raise PoseDataError(
+                        f"annotation {ann.get('id')} in {self.annotation_path} has "
+                        f"{len(kpts)} keypoints, expected {self.num_joints}"
+                    )
                 center, scale = box_to_center_scale([x1, y1, x2 - x1, y2 - y1], self.aspect_ratio)
-                records.append({"image_id": image_id, "center": center, "scale": scale, "score": 1.0,
-                                "joints": kpts[:, :2], "vis": np.minimum(kpts[:, 2], 1.0)})
+                records.append(
+                    {
+                        "image_id": image_id,
+                        "center": center,
+                        "scale": scale,
+                        "score": 1.0,
+                        "joints": kpts[:, :2],
+                        "vis": np.minimum(kpts[:, 2], 1.0),
+                    }
+                )
         return records
 
     def _detection_records(self, bbox_file: str) -> list[dict[str, Any]]:
         if not bbox_file or not os.path.isfile(bbox_file):
-            raise PoseDataError(f"TEST.COCO_BBOX_FILE not found: {bbox_file!r} (needed when "
-                                "TEST.USE_GT_BBOX is false)")
+            raise PoseDataError(
+                f"TEST.COCO_BBOX_FILE not found: {bbox_file!r} (needed when TEST.USE_GT_BBOX is false)"
+            )
         try:
             with open(bbox_file) as f:
                 detections = json.load(f)
@@ -201,20 +222,32 @@ class COCOKeypoints(Dataset):
                 continue
             image_id = int(det["image_id"])
             if not os.path.isfile(self._image_path(image_id)):  # a stat when built, not a decode mid-epoch
-                message = f"{bbox_file}: detection for image id {image_id}: image file not found: " \
-                          f"{self._image_path(image_id)}"
+                message = (
+                    f"{bbox_file}: detection for image id {image_id}: image file not found: "
+                    f"{self._image_path(image_id)}"
+                )
                 if self.cfg.DATA.get("ON_BAD_SAMPLE", "error") != "skip":
                     raise PoseDataError(message + " (DATA.ON_BAD_SAMPLE skip drops such detections)")
                 self.skipped["missing_image"] = self.skipped.get("missing_image", 0) + 1
                 continue
             center, scale = box_to_center_scale(det["bbox"], self.aspect_ratio)
-            records.append({"image_id": image_id, "center": center, "scale": scale,
-                            "score": float(det["score"]), "joints": np.zeros((self.num_joints, 2)),
-                            "vis": np.ones(self.num_joints)})
+            records.append(
+                {
+                    "image_id": image_id,
+                    "center": center,
+                    "scale": scale,
+                    "score": float(det["score"]),
+                    "joints": np.zeros((self.num_joints, 2)),
+                    "vis": np.ones(self.num_joints),
+                }
+            )
         if self.skipped.get("missing_image"):
             logging.getLogger("harness").warning(
                 "DATA.ON_BAD_SAMPLE skip: %d detection(s) dropped from %s (missing_image %d)",
-                self.skipped["missing_image"], bbox_file, self.skipped["missing_image"])
+                self.skipped["missing_image"],
+                bbox_file,
+                self.skipped["missing_image"],
+            )
         return records
 
     def _pack(self, records: list[dict[str, Any]]) -> None:
@@ -255,8 +288,9 @@ class COCOKeypoints(Dataset):
         crop = get_affine_transform(center, scale, rotation, self.image_size)
         warped = warp_image(image, crop, self.image_size, flip=flipped)
         joints = np.where(vis[:, None] > 0, affine_points(joints, crop), joints)
-        target, target_weight = generate_heatmaps(joints, vis, self.image_size, self.heatmap_size,
-                                                  self.sigma, self.joints_weight)
+        target, target_weight = generate_heatmaps(
+            joints, vis, self.image_size, self.heatmap_size, self.sigma, self.joints_weight
+        )
         pixels = torch.from_numpy(warped).permute(2, 0, 1).contiguous()
         return {
             "input": pixels,
@@ -272,15 +306,22 @@ class COCOKeypoints(Dataset):
             "joints": torch.from_numpy(np.concatenate([joints, vis[:, None]], axis=1).astype(np.float32)),
         }
 
-    def _augment(self, rng: np.random.Generator, joints: np.ndarray, vis: np.ndarray,
-                 center: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    def _augment(
+        self,
+        rng: np.random.Generator,
+        joints: np.ndarray,
+        vis: np.ndarray,
+        center: np.ndarray,
+        scale: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, float, bool]:
         """Official augmentation order and distributions; a fixed number of draws per
         item so that changing one probability does not reshuffle the others."""
         draws = rng.random(4)
         half_body_normal, scale_normal, rot_normal = rng.standard_normal(3)
         if vis.sum() > self.num_joints_half_body and draws[0] < self.prob_half_body:
-            half = half_body_center_scale(joints, vis, half_body_normal < 0.5, self.aspect_ratio,
-                                          self.upper_body_ids)
+            half = half_body_center_scale(
+                joints, vis, half_body_normal < 0.5, self.aspect_ratio, self.upper_body_ids
+            )
             if half is not None:
                 center, scale = half
         sf, rf = self.scale_factor, self.rotation_factor

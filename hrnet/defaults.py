@@ -4,6 +4,7 @@ Every key an official experiment YAML can contain is declared here, commented,
 so that such a file merges with key and type checks. ``hrnet.config`` maps the
 keys that have a harness meaning and validates the result.
 """
+
 from __future__ import annotations
 
 from yacs.config import CfgNode as CN

@@ -5,6 +5,7 @@ per-person predictions to all ranks, keeps each dataset index once, and rank 0 r
 rescoring, OKS NMS and ``COCOeval(iouType="keypoints")``; the metrics are then
 broadcast so every rank returns the same dict.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,8 +50,9 @@ def coco_keypoint_eval(coco_gt: COCO, results: str | list[dict[str, Any]]) -> di
     return {name: float(value) for name, value in zip(METRIC_NAMES, coco_eval.stats)}
 
 
-def select_persons(predictions: dict[int, dict[str, Any]], in_vis_thre: float, oks_thre: float,
-                   soft_nms: bool = False) -> list[dict[str, Any]]:
+def select_persons(
+    predictions: dict[int, dict[str, Any]], in_vis_thre: float, oks_thre: float, soft_nms: bool = False
+) -> list[dict[str, Any]]:
     """COCO results records from per-person predictions: rescoring, then OKS NMS per image.
 
     ``predictions`` maps dataset index -> ``{"image_id", "keypoints" (J, 3), "center",
@@ -70,14 +72,16 @@ def select_persons(predictions: dict[int, dict[str, Any]], in_vis_thre: float, o
         areas = np.array([p["area"] for p in persons], dtype=np.float64)
         keep = nms(keypoints, scores, areas, oks_thre)
         for k in keep:
-            results.append({
-                "image_id": image_id,
-                "category_id": 1,
-                "keypoints": [round(float(v), 4) for v in keypoints[k].ravel()],
-                "score": float(scores[k]),
-                "center": [float(v) for v in persons[k]["center"]],
-                "scale": [float(v) for v in persons[k]["scale"]],
-            })
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "keypoints": [round(float(v), 4) for v in keypoints[k].ravel()],
+                    "score": float(scores[k]),
+                    "center": [float(v) for v in persons[k]["center"]],
+                    "scale": [float(v) for v in persons[k]["scale"]],
+                }
+            )
     return results
 
 
@@ -88,8 +92,15 @@ class PoseEvaluator(Evaluator):
     a temporary directory when None.
     """
 
-    def __init__(self, coco_gt: COCO, in_vis_thre: float = 0.2, oks_thre: float = 0.9,
-                 soft_nms: bool = False, post_process: bool = True, output_dir: str | None = None):
+    def __init__(
+        self,
+        coco_gt: COCO,
+        in_vis_thre: float = 0.2,
+        oks_thre: float = 0.9,
+        soft_nms: bool = False,
+        post_process: bool = True,
+        output_dir: str | None = None,
+    ):
         self.coco_gt = coco_gt
         self.in_vis_thre = in_vis_thre
         self.oks_thre = oks_thre
@@ -107,12 +118,24 @@ class PoseEvaluator(Evaluator):
         center = _numpy(batch["center"])
         scale = _numpy(batch["scale"])
         coords, maxvals = get_final_preds(heatmaps, center, scale, post_process=self.post_process)
-        self.add_predictions(_numpy(batch["index"]), _numpy(batch["image_id"]),
-                             np.concatenate([coords, maxvals], axis=2), center, scale,
-                             _numpy(batch["score"]))
+        self.add_predictions(
+            _numpy(batch["index"]),
+            _numpy(batch["image_id"]),
+            np.concatenate([coords, maxvals], axis=2),
+            center,
+            scale,
+            _numpy(batch["score"]),
+        )
 
-    def add_predictions(self, indices: Sequence[int], image_ids: Sequence[int], keypoints: np.ndarray,
-                        centers: np.ndarray, scales: np.ndarray, box_scores: Sequence[float]) -> None:
+    def add_predictions(
+        self,
+        indices: Sequence[int],
+        image_ids: Sequence[int],
+        keypoints: np.ndarray,
+        centers: np.ndarray,
+        scales: np.ndarray,
+        box_scores: Sequence[float],
+    ) -> None:
         """Record decoded persons: keypoints (N, J, 3) in image pixels with their maxima."""
         for i, index in enumerate(indices):
             self.predictions[int(index)] = {

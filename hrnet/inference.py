@@ -3,6 +3,7 @@
 Formulas follow the official ``lib/core/inference.py``, ``lib/utils/transforms.py``
 and ``lib/nms/nms.py``, vectorised over persons and joints.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,8 +15,12 @@ from torch import nn
 from hrnet.transforms import PIXEL_STD, get_affine_transform
 
 # COCO keypoint OKS constants (per-joint falloff), from the COCO keypoint evaluation.
-COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62,
-                        1.07, 1.07, .87, .87, .89, .89]) / 10.0
+COCO_SIGMAS = (
+    np.array(
+        [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89]
+    )
+    / 10.0
+)
 
 
 def _last_output(outputs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -32,8 +37,9 @@ def flip_back(heatmaps: torch.Tensor, flip_pairs: Sequence[Sequence[int]]) -> to
 
 
 @torch.no_grad()
-def flip_test(model: nn.Module, inputs: torch.Tensor, flip_pairs: Sequence[Sequence[int]],
-              shift_heatmap: bool = True) -> torch.Tensor:
+def flip_test(
+    model: nn.Module, inputs: torch.Tensor, flip_pairs: Sequence[Sequence[int]], shift_heatmap: bool = True
+) -> torch.Tensor:
     """Mean of the heatmaps of ``inputs`` and of their mirror image (flipped back).
 
     ``shift_heatmap`` moves the flipped-back heatmap one pixel right: mirroring an
@@ -58,7 +64,7 @@ def get_max_preds(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = flat.argmax(axis=2)
     maxvals = np.take_along_axis(flat, idx[..., None], axis=2).astype(np.float32)
     coords = np.stack([idx % width, idx // width], axis=2).astype(np.float32)
-    coords *= (maxvals > 0)
+    coords *= maxvals > 0
     return coords, maxvals
 
 
@@ -78,15 +84,17 @@ def refine_quarter_pixel(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray
     return coords + step.astype(coords.dtype)
 
 
-def transform_preds(coords: np.ndarray, center: np.ndarray, scale: np.ndarray,
-                    output_size: Sequence[int]) -> np.ndarray:
+def transform_preds(
+    coords: np.ndarray, center: np.ndarray, scale: np.ndarray, output_size: Sequence[int]
+) -> np.ndarray:
     """Heatmap coords (J, 2) of one person back to image pixels (the inverse crop)."""
     inverse = get_affine_transform(center, scale, 0, output_size, inv=True)
     return coords[:, :2] @ inverse[:, :2].T + inverse[:, 2]
 
 
-def get_final_preds(heatmaps: np.ndarray | torch.Tensor, center: np.ndarray, scale: np.ndarray,
-                    post_process: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def get_final_preds(
+    heatmaps: np.ndarray | torch.Tensor, center: np.ndarray, scale: np.ndarray, post_process: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Image-space keypoints (N, J, 2) and maxima (N, J, 1) from heatmaps (N, J, H, W)
     of crops described by ``center`` (N, 2) and ``scale`` (N, 2)."""
     if isinstance(heatmaps, torch.Tensor):
@@ -101,8 +109,9 @@ def get_final_preds(heatmaps: np.ndarray | torch.Tensor, center: np.ndarray, sca
     return transform_preds_batch(coords, center, scale, (width, height)), maxvals
 
 
-def transform_preds_batch(coords: np.ndarray, center: np.ndarray, scale: np.ndarray,
-                          output_size: Sequence[int]) -> np.ndarray:
+def transform_preds_batch(
+    coords: np.ndarray, center: np.ndarray, scale: np.ndarray, output_size: Sequence[int]
+) -> np.ndarray:
     """Heatmap coords (N, J, 2) of N persons back to image pixels, all at once.
 
     The inverse crop without rotation is a zoom by box width / heatmap width about the
@@ -126,8 +135,14 @@ def rescore(keypoint_scores: np.ndarray, box_scores: np.ndarray, in_vis_thre: fl
     return mean * np.asarray(box_scores, dtype=np.float64)
 
 
-def oks_iou(reference: np.ndarray, others: np.ndarray, reference_area: float, other_areas: np.ndarray,
-            sigmas: np.ndarray = COCO_SIGMAS, in_vis_thre: float | None = None) -> np.ndarray:
+def oks_iou(
+    reference: np.ndarray,
+    others: np.ndarray,
+    reference_area: float,
+    other_areas: np.ndarray,
+    sigmas: np.ndarray = COCO_SIGMAS,
+    in_vis_thre: float | None = None,
+) -> np.ndarray:
     """Object keypoint similarity of one (J, 3) pose against (M, J, 3) poses.
 
     Like the official ``oks_iou``: the scale is the mean of the two areas, and with
@@ -156,8 +171,14 @@ def _official_descending(scores: np.ndarray) -> np.ndarray:
     return np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")[::-1]
 
 
-def oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, threshold: float,
-            sigmas: np.ndarray = COCO_SIGMAS, in_vis_thre: float | None = None) -> list[int]:
+def oks_nms(
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    areas: np.ndarray,
+    threshold: float,
+    sigmas: np.ndarray = COCO_SIGMAS,
+    in_vis_thre: float | None = None,
+) -> list[int]:
     """Greedy NMS on OKS: keep the best-scored pose, drop poses with OKS above
     ``threshold`` to it, repeat. Returns kept indices, best first.
 
@@ -177,9 +198,15 @@ def oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, thresh
     return keep
 
 
-def soft_oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, threshold: float,
-                 sigmas: np.ndarray = COCO_SIGMAS, in_vis_thre: float | None = None,
-                 max_dets: int = 20) -> list[int]:
+def soft_oks_nms(
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    areas: np.ndarray,
+    threshold: float,
+    sigmas: np.ndarray = COCO_SIGMAS,
+    in_vis_thre: float | None = None,
+    max_dets: int = 20,
+) -> list[int]:
     """Soft NMS (official TEST.SOFT_NMS): overlapping poses are down-weighted by
     ``exp(-oks² / threshold)`` instead of dropped; keeps at most ``max_dets``."""
     keypoints = np.asarray(keypoints, dtype=np.float64)
@@ -192,7 +219,7 @@ def soft_oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, t
         keep.append(best)
         order, current = order[1:], current[1:]
         overlap = oks_iou(keypoints[best], keypoints[order], areas[best], areas[order], sigmas, in_vis_thre)
-        current = current * np.exp(-overlap ** 2 / threshold)
+        current = current * np.exp(-(overlap**2) / threshold)
         resort = _official_descending(current)
         order, current = order[resort], current[resort]
     return keep

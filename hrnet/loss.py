@@ -1,4 +1,5 @@
 """Heatmap regression loss."""
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,9 @@ class JointsMSELoss(nn.Module):
         super().__init__()
         self.use_target_weight = use_target_weight
 
-    def forward(self, output: torch.Tensor | list[torch.Tensor], target: torch.Tensor,
-                target_weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, output: torch.Tensor | list[torch.Tensor], target: torch.Tensor, target_weight: torch.Tensor
+    ) -> torch.Tensor:
         if isinstance(output, (list, tuple)):
             # Deep supervision variants return several heatmap sets; each is penalised.
             return sum(self.forward(o, target, target_weight) for o in output)
@@ -35,8 +37,9 @@ class JointsOHKMMSELoss(nn.Module):
         self.use_target_weight = use_target_weight
         self.topk = topk
 
-    def forward(self, output: torch.Tensor | list[torch.Tensor], target: torch.Tensor,
-                target_weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, output: torch.Tensor | list[torch.Tensor], target: torch.Tensor, target_weight: torch.Tensor
+    ) -> torch.Tensor:
         if isinstance(output, (list, tuple)):
             return sum(self.forward(o, target, target_weight) for o in output)
         diff = output - target.to(output.dtype)

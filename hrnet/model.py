@@ -5,6 +5,7 @@ The layout (stem, ``layer1``, ``transition1..3``, ``stage2..4``,
 implementation, so that official checkpoints such as
 ``pose_hrnet_w32_256x192.pth`` load with ``strict=True``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,15 @@ from hrnet.blocks import BLOCKS, BN_MOMENTUM, HighResolutionModule, make_layer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BLOCKS", "MODELS", "PoseHighResolutionNet", "build_model", "init_weights",
-           "load_official_checkpoint", "load_pretrained"]
+__all__ = [
+    "BLOCKS",
+    "MODELS",
+    "PoseHighResolutionNet",
+    "build_model",
+    "init_weights",
+    "load_official_checkpoint",
+    "load_pretrained",
+]
 
 
 class PoseHighResolutionNet(nn.Module):
@@ -47,15 +55,20 @@ class PoseHighResolutionNet(nn.Module):
         self.transition1, self.stage2, channels = self._transition_and_stage(channels, self.stage_cfgs[0])
         self.transition2, self.stage3, channels = self._transition_and_stage(channels, self.stage_cfgs[1])
         self.transition3, self.stage4, channels = self._transition_and_stage(
-            channels, self.stage_cfgs[2], multi_scale_output=False)
+            channels, self.stage_cfgs[2], multi_scale_output=False
+        )
 
         kernel = extra.FINAL_CONV_KERNEL
-        self.final_layer = nn.Conv2d(channels[0], cfg.MODEL.NUM_JOINTS, kernel_size=kernel, stride=1,
-                                     padding=1 if kernel == 3 else 0)
+        self.final_layer = nn.Conv2d(
+            channels[0], cfg.MODEL.NUM_JOINTS, kernel_size=kernel, stride=1, padding=1 if kernel == 3 else 0
+        )
         self.pretrained_layers = list(extra.PRETRAINED_LAYERS)
 
     def _transition_and_stage(
-        self, pre_channels: list[int], stage_cfg: Mapping, multi_scale_output: bool = True,
+        self,
+        pre_channels: list[int],
+        stage_cfg: Mapping,
+        multi_scale_output: bool = True,
     ) -> tuple[nn.ModuleList, nn.Sequential, list[int]]:
         block = BLOCKS[stage_cfg["BLOCK"]]
         cur_channels = [c * block.expansion for c in stage_cfg["NUM_CHANNELS"]]
@@ -65,9 +78,15 @@ class PoseHighResolutionNet(nn.Module):
         for i in range(stage_cfg["NUM_MODULES"]):
             # Only the last module of the last stage stops fusing into every branch.
             multi_scale = multi_scale_output or i < stage_cfg["NUM_MODULES"] - 1
-            module = HighResolutionModule(stage_cfg["NUM_BRANCHES"], block, stage_cfg["NUM_BLOCKS"],
-                                          in_channels, stage_cfg["NUM_CHANNELS"], stage_cfg["FUSE_METHOD"],
-                                          multi_scale)
+            module = HighResolutionModule(
+                stage_cfg["NUM_BRANCHES"],
+                block,
+                stage_cfg["NUM_BLOCKS"],
+                in_channels,
+                stage_cfg["NUM_CHANNELS"],
+                stage_cfg["FUSE_METHOD"],
+                multi_scale,
+            )
             modules.append(module)
             in_channels = module.get_num_inchannels()
         return transition, nn.Sequential(*modules), in_channels
@@ -79,20 +98,26 @@ class PoseHighResolutionNet(nn.Module):
         layers: list[nn.Module | None] = []
         for i, out_channels in enumerate(cur):
             if i < len(pre):
-                layers.append(None if out_channels == pre[i] else nn.Sequential(
-                    nn.Conv2d(pre[i], out_channels, 3, 1, 1, bias=False),
-                    nn.BatchNorm2d(out_channels),
-                    nn.ReLU(inplace=True),
-                ))
+                layers.append(
+                    None
+                    if out_channels == pre[i]
+                    else nn.Sequential(
+                        nn.Conv2d(pre[i], out_channels, 3, 1, 1, bias=False),
+                        nn.BatchNorm2d(out_channels),
+                        nn.ReLU(inplace=True),
+                    )
+                )
                 continue
             convs = []
             for j in range(i + 1 - len(pre)):
                 last = j == i - len(pre)
-                convs.append(nn.Sequential(
-                    nn.Conv2d(pre[-1], out_channels if last else pre[-1], 3, 2, 1, bias=False),
-                    nn.BatchNorm2d(out_channels if last else pre[-1]),
-                    nn.ReLU(inplace=True),
-                ))
+                convs.append(
+                    nn.Sequential(
+                        nn.Conv2d(pre[-1], out_channels if last else pre[-1], 3, 2, 1, bias=False),
+                        nn.BatchNorm2d(out_channels if last else pre[-1]),
+                        nn.ReLU(inplace=True),
+                    )
+                )
             layers.append(nn.Sequential(*convs))
         return nn.ModuleList(layers)
 
@@ -135,8 +160,9 @@ def init_weights(model: nn.Module) -> None:
 
 def _read_state_dict(path: str, key: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
-        raise ConfigError(f"config key '{key}': file not found: {path} (no download is attempted; "
-                          f"set {key} '' to skip it)")
+        raise ConfigError(
+            f"config key '{key}': file not found: {path} (no download is attempted; set {key} '' to skip it)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a corrupt or foreign file
@@ -146,11 +172,12 @@ def _read_state_dict(path: str, key: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ConfigError(f"config key '{key}': {path} holds no state_dict (a mapping of tensors)")
     # nn.DataParallel checkpoints prefix every name with "module.".
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-def load_pretrained(model: nn.Module, path: str, layers: Sequence[str],
-                    key: str = "MODEL.PRETRAINED") -> list[str]:
+def load_pretrained(
+    model: nn.Module, path: str, layers: Sequence[str], key: str = "MODEL.PRETRAINED"
+) -> list[str]:
     """Load the entries of ``path`` whose top-level module is in ``layers`` ('*' = all).
 
     Unlike the official loader, a shape mismatch is an error rather than a silent
@@ -164,12 +191,15 @@ def load_pretrained(model: nn.Module, path: str, layers: Sequence[str],
         if not (load_all or name.split(".")[0] in layers) or name not in own:
             continue
         if own[name].shape != tensor.shape:
-            raise ConfigError(f"config key '{key}': {path}: '{name}' has shape {tuple(tensor.shape)}, "
-                              f"the model expects {tuple(own[name].shape)}")
+            raise ConfigError(
+                f"config key '{key}': {path}: '{name}' has shape {tuple(tensor.shape)}, "
+                f"the model expects {tuple(own[name].shape)}"
+            )
         selected[name] = tensor
     if not selected:
-        raise ConfigError(f"config key '{key}': {path} has no entry for MODEL.EXTRA.PRETRAINED_LAYERS "
-                          f"{list(layers)}")
+        raise ConfigError(
+            f"config key '{key}': {path} has no entry for MODEL.EXTRA.PRETRAINED_LAYERS {list(layers)}"
+        )
     model.load_state_dict(selected, strict=False)
     logger.info("loaded %d tensors from %s", len(selected), path)
     return sorted(selected)

@@ -15,6 +15,7 @@ visible joint, 1 for one covered by a later figure or an occluding box, 0 (with 
 = 0) for one outside the image. ``area`` is the figure's silhouette pixel count,
 like COCO's segmentation area.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,15 @@ from hrnet.transforms import COCO_KEYPOINT_NAMES, COCO_SKELETON
 
 # Colour of each joint type; left and right partners share one.
 _JOINT_TYPE_COLORS = {
-    "nose": (255, 40, 40), "eye": (255, 255, 60), "ear": (60, 255, 255),
-    "shoulder": (255, 140, 0), "elbow": (40, 255, 40), "wrist": (60, 60, 255),
-    "hip": (255, 60, 255), "knee": (255, 255, 255), "ankle": (140, 70, 20),
+    "nose": (255, 40, 40),
+    "eye": (255, 255, 60),
+    "ear": (60, 255, 255),
+    "shoulder": (255, 140, 0),
+    "elbow": (40, 255, 40),
+    "wrist": (60, 60, 255),
+    "hip": (255, 60, 255),
+    "knee": (255, 255, 255),
+    "ankle": (140, 70, 20),
 }
 JOINT_COLORS = tuple(_JOINT_TYPE_COLORS[name.split("_")[-1]] for name in COCO_KEYPOINT_NAMES)
 # Limbs drawn as thick lines (0-based joint pairs); the torso is a filled quad.
@@ -72,8 +79,9 @@ def sample_pose(rng: np.random.Generator, height: float) -> tuple[np.ndarray, np
     joints[11], joints[12] = side * 0.085 * h, -side * 0.085 * h
     joints[5], joints[6] = neck + side * 0.12 * h, neck - side * 0.12 * h
     tilt = np.deg2rad(rng.normal(0, 10))
-    head_up = np.array([np.cos(tilt) * up[0] - np.sin(tilt) * up[1],
-                        np.sin(tilt) * up[0] + np.cos(tilt) * up[1]])
+    head_up = np.array(
+        [np.cos(tilt) * up[0] - np.sin(tilt) * up[1], np.sin(tilt) * up[0] + np.cos(tilt) * up[1]]
+    )
     head_side = np.array([-head_up[1], head_up[0]])
     head = neck + head_up * 0.12 * h
     yaw = rng.uniform(-0.4, 0.4)
@@ -82,8 +90,10 @@ def sample_pose(rng: np.random.Generator, height: float) -> tuple[np.ndarray, np
         joints[joint] = head + head_up * 0.025 * h + head_side * (sign * 0.032 + yaw * 0.02) * h
     for joint, sign in ((3, 1.0), (4, -1.0)):
         joints[joint] = head + head_side * sign * 0.065 * h
-    for sign, (shoulder, elbow, wrist, hip, knee, ankle) in ((1.0, (5, 7, 9, 11, 13, 15)),
-                                                             (-1.0, (6, 8, 10, 12, 14, 16))):
+    for sign, (shoulder, elbow, wrist, hip, knee, ankle) in (
+        (1.0, (5, 7, 9, 11, 13, 15)),
+        (-1.0, (6, 8, 10, 12, 14, 16)),
+    ):
         outward = side * sign
         arm = rng.uniform(-10, 160)
         bend = rng.choice([-1.0, 1.0]) * rng.uniform(0, 120)
@@ -96,8 +106,15 @@ def sample_pose(rng: np.random.Generator, height: float) -> tuple[np.ndarray, np
     return joints, head, 0.075 * h
 
 
-def _draw_figure(draw: ImageDraw.ImageDraw, joints: np.ndarray, head: np.ndarray, head_radius: float,
-                 body: tuple[int, int, int] | int, limb_width: int, dots: bool) -> None:
+def _draw_figure(
+    draw: ImageDraw.ImageDraw,
+    joints: np.ndarray,
+    head: np.ndarray,
+    head_radius: float,
+    body: tuple[int, int, int] | int,
+    limb_width: int,
+    dots: bool,
+) -> None:
     pts = [tuple(p) for p in joints]
     draw.polygon([pts[5], pts[6], pts[12], pts[11]], fill=body)
     for a, b in _LIMBS:
@@ -105,16 +122,19 @@ def _draw_figure(draw: ImageDraw.ImageDraw, joints: np.ndarray, head: np.ndarray
     for p in pts[5:]:
         r = limb_width / 2
         draw.ellipse([p[0] - r, p[1] - r, p[0] + r, p[1] + r], fill=body)
-    draw.ellipse([head[0] - head_radius, head[1] - head_radius, head[0] + head_radius,
-                  head[1] + head_radius], fill=body)
+    draw.ellipse(
+        [head[0] - head_radius, head[1] - head_radius, head[0] + head_radius, head[1] + head_radius],
+        fill=body,
+    )
     if dots:
         r = max(1.5, limb_width * 0.6)
         for p, color in zip(pts, JOINT_COLORS):
             draw.ellipse([p[0] - r, p[1] - r, p[0] + r, p[1] + r], fill=color)
 
 
-def render_image(rng: np.random.Generator, width: int,
-                 height: int) -> tuple[Image.Image, list[dict[str, Any]]]:
+def render_image(
+    rng: np.random.Generator, width: int, height: int
+) -> tuple[Image.Image, list[dict[str, Any]]]:
     """One image and its persons (``keypoints`` (17, 3) with COCO visibility, ``bbox``, ``area``)."""
     background = rng.integers(20, 110, size=3)
     gradient = np.linspace(0, 1, height)[:, None, None] * rng.integers(-40, 40, size=3)
@@ -124,8 +144,9 @@ def render_image(rng: np.random.Generator, width: int,
     draw = ImageDraw.Draw(image)
     for _ in range(rng.integers(0, 4)):  # clutter lines: distractors that are not limbs
         xy = rng.uniform(0, [width, height, width, height])
-        draw.line(list(xy), fill=tuple(int(c) for c in rng.integers(60, 200, size=3)),
-                  width=int(rng.integers(1, 4)))
+        draw.line(
+            list(xy), fill=tuple(int(c) for c in rng.integers(60, 200, size=3)), width=int(rng.integers(1, 4))
+        )
 
     figures = []
     for _ in range(int(rng.integers(1, 4))):
@@ -146,16 +167,20 @@ def render_image(rng: np.random.Generator, width: int,
         x0, y0 = rng.uniform(0, [width - w, height - h])
         color = tuple(int(c) for c in rng.integers(30, 160, size=3))
         draw.rectangle([x0, y0, x0 + w, y0 + h], fill=color)
-        occluder[int(y0):int(np.ceil(y0 + h)) + 1, int(x0):int(np.ceil(x0 + w)) + 1] = True
+        occluder[int(y0) : int(np.ceil(y0 + h)) + 1, int(x0) : int(np.ceil(x0 + w)) + 1] = True
 
     persons = []
     for i, figure in enumerate(figures):
         covered = occluder.copy()
-        for later in figures[i + 1:]:
+        for later in figures[i + 1 :]:
             covered |= later["mask"]
         joints = figure["joints"]
-        inside = (joints[:, 0] >= 0) & (joints[:, 0] <= width - 1) & (joints[:, 1] >= 0) & \
-                 (joints[:, 1] <= height - 1)
+        inside = (
+            (joints[:, 0] >= 0)
+            & (joints[:, 0] <= width - 1)
+            & (joints[:, 1] >= 0)
+            & (joints[:, 1] <= height - 1)
+        )
         xi = np.clip(np.round(joints[:, 0]).astype(int), 0, width - 1)
         yi = np.clip(np.round(joints[:, 1]).astype(int), 0, height - 1)
         visibility = np.where(inside, np.where(covered[yi, xi], 1, 2), 0)
@@ -171,12 +196,18 @@ def render_image(rng: np.random.Generator, width: int,
 
 
 def _category() -> dict[str, Any]:
-    return {"supercategory": "person", "id": 1, "name": "person",
-            "keypoints": list(COCO_KEYPOINT_NAMES), "skeleton": [list(p) for p in COCO_SKELETON]}
+    return {
+        "supercategory": "person",
+        "id": 1,
+        "name": "person",
+        "keypoints": list(COCO_KEYPOINT_NAMES),
+        "skeleton": [list(p) for p in COCO_SKELETON],
+    }
 
 
-def _write_split(out_dir: str, image_set: str, count: int, seed: int, split_id: int, spec: SynthSpec,
-                 first_image_id: int) -> dict[str, Any]:
+def _write_split(
+    out_dir: str, image_set: str, count: int, seed: int, split_id: int, spec: SynthSpec, first_image_id: int
+) -> dict[str, Any]:
     image_dir = os.path.join(out_dir, "images", image_set)
     os.makedirs(image_dir, exist_ok=True)
     images, annotations = [], []
@@ -190,17 +221,28 @@ def _write_split(out_dir: str, image_set: str, count: int, seed: int, split_id: 
         for person in persons:
             kpts = person["keypoints"]
             x, y, w, h = person["bbox"]
-            annotations.append({
-                "id": len(annotations) + 1 + split_id * 10_000_000,
-                "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                "keypoints": [int(v) if i % 3 == 2 else round(float(v), 2)
-                              for i, v in enumerate(kpts.ravel())],
-                "num_keypoints": int((kpts[:, 2] > 0).sum()),
-                "bbox": [round(v, 2) for v in person["bbox"]], "area": person["area"],
-                "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
-            })
-    data = {"info": {"description": f"synthetic COCO keypoints ({image_set}), seed {seed}"},
-            "licenses": [], "images": images, "annotations": annotations, "categories": [_category()]}
+            annotations.append(
+                {
+                    "id": len(annotations) + 1 + split_id * 10_000_000,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "keypoints": [
+                        int(v) if i % 3 == 2 else round(float(v), 2) for i, v in enumerate(kpts.ravel())
+                    ],
+                    "num_keypoints": int((kpts[:, 2] > 0).sum()),
+                    "bbox": [round(v, 2) for v in person["bbox"]],
+                    "area": person["area"],
+                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+                }
+            )
+    data = {
+        "info": {"description": f"synthetic COCO keypoints ({image_set}), seed {seed}"},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [_category()],
+    }
     os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
     with open(os.path.join(out_dir, "annotations", f"person_keypoints_{image_set}.json"), "w") as f:
         json.dump(data, f)
@@ -216,16 +258,26 @@ def fake_detections(data: dict[str, Any], rng: np.random.Generator) -> list[dict
         x, y, w, h = ann["bbox"]
         jitter = rng.normal(0, 0.06, size=4) * [w, h, w, h]
         box = (x + jitter[0], y + jitter[1], max(2.0, w + jitter[2]), max(2.0, h + jitter[3]))
-        detections.append({"image_id": ann["image_id"], "category_id": 1,
-                           "bbox": [round(float(v), 2) for v in box],
-                           "score": round(float(rng.uniform(0.7, 1.0)), 4)})
+        detections.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": 1,
+                "bbox": [round(float(v), 2) for v in box],
+                "score": round(float(rng.uniform(0.7, 1.0)), 4),
+            }
+        )
     for image_id, (width, height) in sizes.items():
         if rng.random() < 0.3:
             w, h = rng.uniform(0.1, 0.4) * width, rng.uniform(0.2, 0.6) * height
             x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
-            detections.append({"image_id": image_id, "category_id": 1,
-                               "bbox": [round(float(v), 2) for v in (x, y, w, h)],
-                               "score": round(float(rng.uniform(0.05, 0.4)), 4)})
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": [round(float(v), 2) for v in (x, y, w, h)],
+                    "score": round(float(rng.uniform(0.05, 0.4)), 4),
+                }
+            )
     return detections
 
 
@@ -238,19 +290,31 @@ def generate(out_dir: str, spec: SynthSpec) -> dict[str, Any]:
     os.makedirs(os.path.dirname(det_path), exist_ok=True)
     with open(det_path, "w") as f:
         json.dump(detections, f)
-    return {"train_images": len(train["images"]), "train_persons": len(train["annotations"]),
-            "val_images": len(val["images"]), "val_persons": len(val["annotations"]),
-            "detections": len(detections), "detections_file": det_path}
+    return {
+        "train_images": len(train["images"]),
+        "train_persons": len(train["annotations"]),
+        "val_images": len(val["images"]),
+        "val_persons": len(val["annotations"]),
+        "detections": len(detections),
+        "detections_file": det_path,
+    }
 
 
 # --------------------------------------------------------------------- CLI
 def run_synth_coco(args: argparse.Namespace) -> int:
     """``harness data synth-coco`` (the parser is hrnet.workload.add_data_cli)."""
     val_images = args.val_images if args.val_images is not None else max(1, args.images // 4)
-    spec = SynthSpec(train_images=args.images, val_images=val_images, seed=args.seed,
-                     width=args.size[0], height=args.size[1])
+    spec = SynthSpec(
+        train_images=args.images,
+        val_images=val_images,
+        seed=args.seed,
+        width=args.size[0],
+        height=args.size[1],
+    )
     summary = generate(args.out, spec)
-    print(f"wrote {summary['train_images']} train images ({summary['train_persons']} persons), "
-          f"{summary['val_images']} val images ({summary['val_persons']} persons) and "
-          f"{summary['detections']} detections to {args.out}")
+    print(
+        f"wrote {summary['train_images']} train images ({summary['train_persons']} persons), "
+        f"{summary['val_images']} val images ({summary['val_persons']} persons) and "
+        f"{summary['detections']} detections to {args.out}"
+    )
     return 0

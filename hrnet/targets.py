@@ -5,6 +5,7 @@ heatmap pixel nearest to the joint (``int(x / stride + 0.5)``), the unnormalised
 gaussian (peak 1) is cut to a ``±3·sigma`` window, and a joint whose window misses the
 heatmap entirely, or that is not labelled, gets weight 0 and an empty map.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,9 +13,14 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def generate_heatmaps(joints: np.ndarray, visibility: np.ndarray, image_size: Sequence[int],
-                      heatmap_size: Sequence[int], sigma: float,
-                      joints_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def generate_heatmaps(
+    joints: np.ndarray,
+    visibility: np.ndarray,
+    image_size: Sequence[int],
+    heatmap_size: Sequence[int],
+    sigma: float,
+    joints_weight: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Targets for one person.
 
     ``joints``: (J, >=2) positions in network-input pixels; ``visibility``: (J,) > 0 for
@@ -22,14 +28,25 @@ def generate_heatmaps(joints: np.ndarray, visibility: np.ndarray, image_size: Se
     ``target_weight`` (J, 1) float32.
     """
     joints = np.asarray(joints, dtype=np.float64)
-    target, weight = generate_heatmaps_batch(joints[None], np.asarray(visibility).reshape(1, len(joints)),
-                                             image_size, heatmap_size, sigma, joints_weight)
+    target, weight = generate_heatmaps_batch(
+        joints[None],
+        np.asarray(visibility).reshape(1, len(joints)),
+        image_size,
+        heatmap_size,
+        sigma,
+        joints_weight,
+    )
     return target[0], weight[0]
 
 
-def generate_heatmaps_batch(joints: np.ndarray, visibility: np.ndarray, image_size: Sequence[int],
-                            heatmap_size: Sequence[int], sigma: float,
-                            joints_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def generate_heatmaps_batch(
+    joints: np.ndarray,
+    visibility: np.ndarray,
+    image_size: Sequence[int],
+    heatmap_size: Sequence[int],
+    sigma: float,
+    joints_weight: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Targets for N persons at once: ``joints`` (N, J, >=2), ``visibility`` (N, J).
     Returns ``target`` (N, J, h, w) float32 and ``target_weight`` (N, J, 1) float32."""
     joints = np.asarray(joints, dtype=np.float64)
@@ -43,8 +60,12 @@ def generate_heatmaps_batch(joints: np.ndarray, visibility: np.ndarray, image_si
     mu = np.trunc(joints[..., :2] / stride + 0.5)  # (N, J, 2)
     upper_left = np.trunc(mu - radius)
     bottom_right = np.trunc(mu + radius + 1)
-    outside = ((upper_left[..., 0] >= hm_w) | (upper_left[..., 1] >= hm_h)
-               | (bottom_right[..., 0] < 0) | (bottom_right[..., 1] < 0))
+    outside = (
+        (upper_left[..., 0] >= hm_w)
+        | (upper_left[..., 1] >= hm_h)
+        | (bottom_right[..., 0] < 0)
+        | (bottom_right[..., 1] < 0)
+    )
     weight[outside] = 0.0
 
     # Only the +-radius window of each map is written, as in the official code: the
@@ -52,7 +73,7 @@ def generate_heatmaps_batch(joints: np.ndarray, visibility: np.ndarray, image_si
     span = int(np.ceil(2 * radius)) + 2
     pos = upper_left[..., None] + np.arange(span, dtype=np.float64)
     on_map = (pos >= 0) & (pos < bottom_right[..., None]) & (pos < np.array([hm_w, hm_h])[:, None])
-    gauss = (np.exp(-(pos - mu[..., None]) ** 2 / (2 * sigma ** 2)) * on_map).astype(np.float32)
+    gauss = (np.exp(-((pos - mu[..., None]) ** 2) / (2 * sigma**2)) * on_map).astype(np.float32)
     patch = gauss[:, :, 1, :, None] * gauss[:, :, 0, None, :]  # (N, J, span_y, span_x)
     keep = on_map[:, :, 1, :, None] & on_map[:, :, 0, None, :] & (weight > 0.5)[..., None, None]
     pos_i = pos.astype(np.int64)

@@ -1,4 +1,5 @@
 """The COCO pose workload as seen by the training engine."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,13 +40,20 @@ class PoseTask(Task):
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         d = self.cfg.DATASET
-        return COCOKeypoints(self.cfg, d.TRAIN_SET, is_train=True), \
-            COCOKeypoints(self.cfg, d.TEST_SET, is_train=False)
+        return COCOKeypoints(self.cfg, d.TRAIN_SET, is_train=True), COCOKeypoints(
+            self.cfg, d.TEST_SET, is_train=False
+        )
 
     def build_evaluator(self, val_dataset: Dataset, output_dir: Path | None = None) -> Evaluator:
         t = self.cfg.TEST
-        return PoseEvaluator(val_dataset.coco, in_vis_thre=t.IN_VIS_THRE, oks_thre=t.OKS_THRE,
-                             soft_nms=t.SOFT_NMS, post_process=t.POST_PROCESS, output_dir=output_dir)
+        return PoseEvaluator(
+            val_dataset.coco,
+            in_vis_thre=t.IN_VIS_THRE,
+            oks_thre=t.OKS_THRE,
+            soft_nms=t.SOFT_NMS,
+            post_process=t.POST_PROCESS,
+            output_dir=output_dir,
+        )
 
     def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
         return self.criterion(outputs, batch["target"], batch["target_weight"])

@@ -7,6 +7,7 @@ coordinate ``i`` (OpenCV's convention). The crop affine maps the image onto the 
 input, and the same affine with the heatmap size maps heatmap coordinates back, so the
 decode in ``hrnet.inference`` inverts the crop exactly.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,21 +23,51 @@ BOX_PADDING = 1.25
 HALF_BODY_PADDING = 1.5
 
 COCO_KEYPOINT_NAMES = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
 )
 # 1-based joint pairs, as COCO's category record stores them.
 COCO_SKELETON = (
-    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8),
-    (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
+    (16, 14),
+    (14, 12),
+    (17, 15),
+    (15, 13),
+    (12, 13),
+    (6, 12),
+    (7, 13),
+    (6, 7),
+    (6, 8),
+    (7, 9),
+    (8, 10),
+    (9, 11),
+    (2, 3),
+    (1, 2),
+    (1, 3),
+    (2, 4),
+    (3, 5),
+    (4, 6),
+    (5, 7),
 )
 # 0-based left/right pairs swapped by a horizontal flip.
 COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 COCO_UPPER_BODY_IDS = tuple(range(11))
 # Official per-joint loss weights (LOSS.USE_DIFFERENT_JOINTS_WEIGHT).
-COCO_JOINTS_WEIGHT = (1., 1., 1., 1., 1., 1., 1., 1.2, 1.2, 1.5, 1.5, 1., 1., 1.2, 1.2, 1.5, 1.5)
+COCO_JOINTS_WEIGHT = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.2, 1.2, 1.5, 1.5, 1.0, 1.0, 1.2, 1.2, 1.5, 1.5)
 
 
 def flip_permutation(num_joints: int, flip_pairs: Sequence[Sequence[int]]) -> np.ndarray:
@@ -47,8 +78,9 @@ def flip_permutation(num_joints: int, flip_pairs: Sequence[Sequence[int]]) -> np
     return perm
 
 
-def box_to_center_scale(box: Sequence[float], aspect_ratio: float,
-                        padding: float = BOX_PADDING) -> tuple[np.ndarray, np.ndarray]:
+def box_to_center_scale(
+    box: Sequence[float], aspect_ratio: float, padding: float = BOX_PADDING
+) -> tuple[np.ndarray, np.ndarray]:
     """``[x, y, w, h]`` -> (center, scale): the box grown to ``aspect_ratio`` (w/h),
     in units of ``PIXEL_STD``, padded by ``padding``."""
     x, y, w, h = (float(v) for v in box[:4])
@@ -70,9 +102,14 @@ def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return b + np.array([-d[1], d[0]], dtype=np.float32)
 
 
-def get_affine_transform(center: Sequence[float], scale: Sequence[float] | float, rot: float,
-                         output_size: Sequence[int], shift: Sequence[float] = (0.0, 0.0),
-                         inv: bool = False) -> np.ndarray:
+def get_affine_transform(
+    center: Sequence[float],
+    scale: Sequence[float] | float,
+    rot: float,
+    output_size: Sequence[int],
+    shift: Sequence[float] = (0.0, 0.0),
+    inv: bool = False,
+) -> np.ndarray:
     """2x3 affine mapping the box (center, scale*200, rotated by ``rot`` degrees) onto
     an ``output_size`` (w, h) image; ``inv`` gives the reverse map.
 
@@ -92,8 +129,9 @@ def get_affine_transform(center: Sequence[float], scale: Sequence[float] | float
     dst_dir = np.array([0.0, -dst_w * 0.5])
     origin = center + scale_px * np.asarray(shift, dtype=np.float64)
     src = np.stack([origin, origin + src_dir, np.zeros(2)])
-    dst = np.stack([np.array([dst_w * 0.5, dst_h * 0.5]),
-                    np.array([dst_w * 0.5, dst_h * 0.5]) + dst_dir, np.zeros(2)])
+    dst = np.stack(
+        [np.array([dst_w * 0.5, dst_h * 0.5]), np.array([dst_w * 0.5, dst_h * 0.5]) + dst_dir, np.zeros(2)]
+    )
     src[2] = _third_point(src[0], src[1])
     dst[2] = _third_point(dst[0], dst[1])
     if inv:
@@ -125,8 +163,9 @@ def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return (full_outer @ full_inner)[:2]
 
 
-def warp_image(image: Image.Image | np.ndarray, matrix: np.ndarray, output_size: Sequence[int],
-               flip: bool = False) -> np.ndarray:
+def warp_image(
+    image: Image.Image | np.ndarray, matrix: np.ndarray, output_size: Sequence[int], flip: bool = False
+) -> np.ndarray:
     """The official crop: ``cv2.warpAffine(image, matrix, output_size, INTER_LINEAR,
     BORDER_CONSTANT, 0)`` (pixel centres at integers, 8-bit rounding, the edge pixel
     blended into the black border over one source pixel). Returns an (H, W[, C]) uint8 array.
@@ -142,12 +181,19 @@ def warp_image(image: Image.Image | np.ndarray, matrix: np.ndarray, output_size:
     if flip:
         pixels = pixels[:, ::-1]
     size = (int(output_size[0]), int(output_size[1]))
-    return cv2.warpAffine(np.ascontiguousarray(pixels), np.asarray(matrix, dtype=np.float64)[:2], size,
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        np.ascontiguousarray(pixels),
+        np.asarray(matrix, dtype=np.float64)[:2],
+        size,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 
-def fliplr_joints(joints: np.ndarray, visibility: np.ndarray, width: int,
-                  flip_pairs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+def fliplr_joints(
+    joints: np.ndarray, visibility: np.ndarray, width: int, flip_pairs: Sequence[Sequence[int]]
+) -> tuple[np.ndarray, np.ndarray]:
     """Joints of the left-right flipped image: x mirrored, left/right swapped, and
     (as the official code does) invisible joints zeroed."""
     perm = flip_permutation(len(joints), flip_pairs)
@@ -159,9 +205,13 @@ def fliplr_joints(joints: np.ndarray, visibility: np.ndarray, width: int,
     return flipped, vis
 
 
-def half_body_center_scale(joints: np.ndarray, visibility: np.ndarray, prefer_upper: bool,
-                           aspect_ratio: float, upper_body_ids: Sequence[int] = COCO_UPPER_BODY_IDS
-                           ) -> tuple[np.ndarray, np.ndarray] | None:
+def half_body_center_scale(
+    joints: np.ndarray,
+    visibility: np.ndarray,
+    prefer_upper: bool,
+    aspect_ratio: float,
+    upper_body_ids: Sequence[int] = COCO_UPPER_BODY_IDS,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Center/scale of a crop around the upper (``prefer_upper``, when it has more than
     two visible joints) or the lower body, or None when fewer than two visible joints
     are left. The official code sets ``prefer_upper = randn() < 0.5`` (true ~69%)."""

@@ -1,6 +1,7 @@
 """The pose workload as the registry sees it (``harness.tasks.WORKLOADS["pose"]``): config
 hooks and ``harness data`` subcommands, importable without torch. The training side is
 ``hrnet.task.PoseTask``."""
+
 from __future__ import annotations
 
 import argparse
@@ -55,9 +56,13 @@ def summarize_data(cfg: CN) -> dict[str, Any]:
             raise PoseDataError(f"cannot read COCO annotation file {path}: {e}") from e
         annotations = data.get("annotations", [])
         persons = sum(1 for a in annotations if not a.get("iscrowd") and a.get("num_keypoints", 0) > 0)
-        out[image_set] = {"images": len(data.get("images", [])), "annotations": len(annotations),
-                          "persons": persons, "source": path,
-                          **_bad_sample_counts(cfg, data, path, os.path.join(d.ROOT, "images", image_set))}
+        out[image_set] = {
+            "images": len(data.get("images", [])),
+            "annotations": len(annotations),
+            "persons": persons,
+            "source": path,
+            **_bad_sample_counts(cfg, data, path, os.path.join(d.ROOT, "images", image_set)),
+        }
     return out
 
 
@@ -91,15 +96,22 @@ def _positive(text: str) -> int:
 def add_data_cli(data_subparsers: argparse._SubParsersAction) -> None:
     """Add ``synth-coco`` to the ``harness data`` subcommands."""
     parser = data_subparsers.add_parser(
-        "synth-coco", help="write a synthetic COCO keypoints set (stick figures)",
-        description="Write synthetic COCO keypoint annotations, images and detection results.")
+        "synth-coco",
+        help="write a synthetic COCO keypoints set (stick figures)",
+        description="Write synthetic COCO keypoint annotations, images and detection results.",
+    )
     parser.add_argument("out", metavar="OUT", help="output directory (DATASET.ROOT for training)")
     parser.add_argument("--images", type=_positive, required=True, help="number of training images")
-    parser.add_argument("--val-images", type=_positive, default=None,
-                        help="number of validation images (default: a quarter of --images, at least 1)")
+    parser.add_argument(
+        "--val-images",
+        type=_positive,
+        default=None,
+        help="number of validation images (default: a quarter of --images, at least 1)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the whole set")
-    parser.add_argument("--size", type=_parse_size, default=(128, 128),
-                        help="image size WxH (default 128x128)")
+    parser.add_argument(
+        "--size", type=_parse_size, default=(128, 128), help="image size WxH (default 128x128)"
+    )
     parser.set_defaults(func=_run_synth_coco)
 
 

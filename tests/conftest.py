@@ -4,6 +4,7 @@
 A test that takes a Slurm cluster fixture is marked ``slurm`` here, and everything under
 tests/gpu/ ``gpu``, so new tests fall into the right lane without remembering to.
 """
+
 import os
 from pathlib import Path
 

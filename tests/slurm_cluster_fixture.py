@@ -14,6 +14,7 @@ each, so one session's teardown never pulls the cluster from under another.
 Where Slurm cannot run (not root, apt fails, daemons fail), the fixtures skip with the
 reason; with `CI=true` they fail instead, because CI has to exercise Slurm.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -54,8 +55,12 @@ class LocalSlurmCluster:
     def run(self, *command: str, check: bool = True, timeout_s: float = 120) -> subprocess.CompletedProcess:
         """Run a Slurm client command (sbatch, sacct, ...) against this cluster."""
         result = subprocess.run(
-            list(command), env=self.subprocess_env(), capture_output=True, text=True,
-            timeout=timeout_s, stdin=subprocess.DEVNULL,
+            list(command),
+            env=self.subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
         )
         if check and result.returncode != 0:
             raise RuntimeError(
@@ -94,7 +99,10 @@ def run_cluster_script(
     """Runs `slurm/local-cluster.sh COMMAND --state-dir STATE_DIR ARGS...`, capturing its output."""
     return subprocess.run(
         ["bash", str(CLUSTER_SCRIPT), command, "--state-dir", str(state_dir), *args],
-        capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -157,8 +165,10 @@ class _ClusterManager:
         except subprocess.TimeoutExpired:
             return f"`local-cluster.sh up --nodes {nodes}` did not finish in {UP_TIMEOUT_S}s"
         if result.returncode != 0:
-            return (f"`local-cluster.sh up --nodes {nodes}` exited {result.returncode}:\n"
-                    f"{_tail(result.stdout + result.stderr)}")
+            return (
+                f"`local-cluster.sh up --nodes {nodes}` exited {result.returncode}:\n"
+                f"{_tail(result.stdout + result.stderr)}"
+            )
         (self.state_dir / STARTED_BY_FIXTURE_MARKER).write_text(f"{os.getpid()}\n")
         return None
 
@@ -186,9 +196,13 @@ class _ClusterManager:
             _unavailable(self.failure)
         assert self.cluster is not None
         if len(self.cluster.nodes) < min_nodes:
-            _unavailable(self.two_node_failure or (
-                f"the local cluster in {self.state_dir} has {len(self.cluster.nodes)} node(s); "
-                f"{min_nodes}-node tests need `slurm/local-cluster.sh up --nodes {min_nodes}`"))
+            _unavailable(
+                self.two_node_failure
+                or (
+                    f"the local cluster in {self.state_dir} has {len(self.cluster.nodes)} node(s); "
+                    f"{min_nodes}-node tests need `slurm/local-cluster.sh up --nodes {min_nodes}`"
+                )
+            )
         self.users += 1
         return self.cluster
 

@@ -1,4 +1,5 @@
 """Small helpers for tests that run real trainings."""
+
 from __future__ import annotations
 
 import json
@@ -14,17 +15,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 def fast_opts(root: str, out: Path, **overrides: object) -> list[str]:
     """Overrides for a quick FER run: tiny model, no progress bar, few steps."""
-    opts = {"DATASET.ROOT": root, "OUTPUT_DIR": str(out), "MODEL.NAME": "tiny_cnn", "LOG.PROGRESS": False,
-            "TRAIN.EPOCHS": 2, "TRAIN.MAX_STEPS_PER_EPOCH": 4, "TRAIN.BATCH_SIZE_PER_GPU": 16,
-            "LOG.EVERY_N_STEPS": 2, "LOG.WARMUP_STEPS": 1, "TRAIN.OPTIMIZER": "sgd", "TRAIN.LR": 0.05,
-            "TRAIN.WARMUP_EPOCHS": 0.0, "LOG.WANDB.MODE": "offline"}
+    opts = {
+        "DATASET.ROOT": root,
+        "OUTPUT_DIR": str(out),
+        "MODEL.NAME": "tiny_cnn",
+        "LOG.PROGRESS": False,
+        "TRAIN.EPOCHS": 2,
+        "TRAIN.MAX_STEPS_PER_EPOCH": 4,
+        "TRAIN.BATCH_SIZE_PER_GPU": 16,
+        "LOG.EVERY_N_STEPS": 2,
+        "LOG.WARMUP_STEPS": 1,
+        "TRAIN.OPTIMIZER": "sgd",
+        "TRAIN.LR": 0.05,
+        "TRAIN.WARMUP_EPOCHS": 0.0,
+        "LOG.WANDB.MODE": "offline",
+    }
     opts.update({k.replace("__", "."): v for k, v in overrides.items()})
     return [str(x) for kv in opts.items() for x in kv]
 
 
 def harness_cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"harness {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc

@@ -1,4 +1,5 @@
 """The ring all-reduce step-time model: recovery of its own parameters, predictions, LOO."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,9 @@ def test_fit_recovers_bandwidth_and_latency_and_predicts_held_out_points():
     np.testing.assert_allclose(fit.step_time(held_out), ring_step_time(held_out, **TRUE), rtol=1e-6)
     expected_eff = 0.25 / ring_step_time(held_out, **TRUE)
     np.testing.assert_allclose(fit.efficiency(held_out), expected_eff, rtol=1e-6)
-    np.testing.assert_allclose(leave_one_out_errors(measured, ring_step_time(measured, **TRUE), GRAD_BYTES),
-                               0, atol=1e-6)
+    np.testing.assert_allclose(
+        leave_one_out_errors(measured, ring_step_time(measured, **TRUE), GRAD_BYTES), 0, atol=1e-6
+    )
 
 
 def test_fit_with_noise_stays_close_and_loo_reports_the_error():
@@ -57,8 +59,15 @@ def _model_sweep(root, gpus, name="model"):
     for strategy in ("ddp", "dp"):
         for g in gpus:
             step = float(ring_step_time([g], **TRUE)[0]) * (1.3 if strategy == "dp" else 1.0)
-            runs.append(dict(strategy=strategy, gpus=g, batch_size_per_gpu=32, throughput=32 * g / step,
-                             num_params=PARAMS))
+            runs.append(
+                dict(
+                    strategy=strategy,
+                    gpus=g,
+                    batch_size_per_gpu=32,
+                    throughput=32 * g / step,
+                    num_params=PARAMS,
+                )
+            )
     return write_sweep(root, name, runs, scaling="weak")
 
 

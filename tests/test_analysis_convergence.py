@@ -1,4 +1,5 @@
 """Time to target and curve alignment across batch sizes and world sizes."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Loading run directories (many, broken, unfinished) and W&B runs into one table."""
+
 from __future__ import annotations
 
 import json
@@ -121,8 +122,10 @@ class FakeRun:
         meta = json.loads((run_dir / "run.json").read_text())
         self.config = {**yaml.safe_load((run_dir / "config.yaml").read_text()), "run": meta}
         self.summary = {"num_params": meta["num_params"], "_runtime": 12.0}
-        self._rows = [{**json.loads(line), "_step": i}
-                      for i, line in enumerate((run_dir / "metrics.jsonl").read_text().splitlines())]
+        self._rows = [
+            {**json.loads(line), "_step": i}
+            for i, line in enumerate((run_dir / "metrics.jsonl").read_text().splitlines())
+        ]
         self.history_scans = 0
 
     def scan_history(self, keys=None, page_size=1000):
@@ -144,9 +147,11 @@ class FakeApi:
 
 def test_wandb_runs_map_to_the_same_table_and_are_cached(tmp_path):
     dirs = tmp_path / "dirs"
-    fake = [FakeRun(write_run(dirs, gpus=1, throughput=100), "a1"),
-            FakeRun(write_run(dirs, gpus=2, throughput=180), "a2"),
-            FakeRun(write_run(dirs, gpus=4, throughput=300, state="running"), "a3", state="running")]
+    fake = [
+        FakeRun(write_run(dirs, gpus=1, throughput=100), "a1"),
+        FakeRun(write_run(dirs, gpus=2, throughput=180), "a2"),
+        FakeRun(write_run(dirs, gpus=4, throughput=300, state="running"), "a3", state="running"),
+    ]
     fake[1].config.pop("run")  # older runs logged only the config: identity from config keys
     api = FakeApi(fake)
     cache = tmp_path / "cache"
@@ -201,9 +206,11 @@ def test_analysis_never_imports_training_code():
     import subprocess
     import sys
 
-    code = ("import sys, analysis.cli, analysis.report, analysis.wandb_source, analysis.publish; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'harness', 'efficientnet', "
-            "'hrnet') and m not in ('harness', 'harness.runformat')); print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, analysis.cli, analysis.report, analysis.wandb_source, analysis.publish; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'harness', 'efficientnet', "
+        "'hrnet') and m not in ('harness', 'harness.runformat')); print(bad); sys.exit(1 if bad else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -223,12 +230,19 @@ def test_wandb_runs_logged_by_the_harness_run_logger(tmp_path):
         meta = json.loads((run_dir / "run.json").read_text())
         view = RunLogger(run_dir, meta["primary_metric"], True)._wandb_view
         fake = FakeRun(run_dir, f"w{gpus}")
-        fake._rows = [{**view(r["kind"], r), "_step": i, "_runtime": r["time"]}
-                      for i, r in enumerate(json.loads(line)
-                                            for line in (run_dir / "metrics.jsonl").read_text().splitlines())]
-        fake.config = {**flatten(yaml.safe_load((run_dir / "config.yaml").read_text())),
-                       "derived/world_size": meta["world_size"], "derived/global_batch": meta["global_batch"],
-                       "derived/lr": meta["lr"], "derived/num_params": meta["num_params"]}
+        fake._rows = [
+            {**view(r["kind"], r), "_step": i, "_runtime": r["time"]}
+            for i, r in enumerate(
+                json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            )
+        ]
+        fake.config = {
+            **flatten(yaml.safe_load((run_dir / "config.yaml").read_text())),
+            "derived/world_size": meta["world_size"],
+            "derived/global_batch": meta["global_batch"],
+            "derived/lr": meta["lr"],
+            "derived/num_params": meta["num_params"],
+        }
         fakes.append(fake)
     runset = load_wandb("team/proj", cache_dir=tmp_path / "cache", api=FakeApi(fakes))
     from_dirs = load_run_dirs([dirs])
@@ -237,10 +251,12 @@ def test_wandb_runs_logged_by_the_harness_run_logger(tmp_path):
     wandb_analysis = analyze(runset, Options(target=0.5))
     dir_analysis = analyze(from_dirs, Options(target=0.5))
     assert list(wandb_analysis.scaling["efficiency"]) == pytest.approx(
-        list(dir_analysis.scaling["efficiency"]))
+        list(dir_analysis.scaling["efficiency"])
+    )
     assert (wandb_analysis.scaling["flags"] == "").all()  # steady records inferred from LOG.WARMUP_STEPS
     for column in ("samples_median", "epochs_median", "time_s_median"):
         assert list(wandb_analysis.time_to_target[column]) == pytest.approx(
-            list(dir_analysis.time_to_target[column]))
+            list(dir_analysis.time_to_target[column])
+        )
     epochs = runset.records[runset.records["kind"] == "epoch"]
     assert epochs["time/epoch_s"].notna().all()

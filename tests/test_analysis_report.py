@@ -1,4 +1,5 @@
 """The report, its CSVs and every plot, from a small synthetic sweep; the CLI; --push-wandb."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,17 +25,49 @@ def sweep(tmp_path_factory) -> Path:
     runs = []
     for (strategy, gpus), x in X.items():
         for seed in (0, 1):
-            runs.append(dict(strategy=strategy, gpus=gpus, batch_size_per_gpu=32, seed=seed,
-                             throughput=x * (1 + 0.02 * seed), config={"DATA.NUM_WORKERS": 4}))
+            runs.append(
+                dict(
+                    strategy=strategy,
+                    gpus=gpus,
+                    batch_size_per_gpu=32,
+                    seed=seed,
+                    throughput=x * (1 + 0.02 * seed),
+                    config={"DATA.NUM_WORKERS": 4},
+                )
+            )
     for gpus in (1, 2):
-        runs.append(dict(strategy="ddp", gpus=gpus, batch_size_per_gpu=64, throughput=X[("ddp", gpus)] * 1.2,
-                         config={"DATA.NUM_WORKERS": 4}))
+        runs.append(
+            dict(
+                strategy="ddp",
+                gpus=gpus,
+                batch_size_per_gpu=64,
+                throughput=X[("ddp", gpus)] * 1.2,
+                config={"DATA.NUM_WORKERS": 4},
+            )
+        )
     for workers, share in ((0, 0.5), (2, 0.2)):
-        runs.append(dict(name=f"fer-ddp-g2-b32-w{workers}", strategy="ddp", gpus=2, batch_size_per_gpu=32,
-                         throughput=190 * (1 - share),
-                         data_wait_share=share, config={"DATA.NUM_WORKERS": workers}))
-    runs.append(dict(strategy="ddp", gpus=4, batch_size_per_gpu=64, seed=7, state="failed",
-                     error="RuntimeError: CUDA out of memory\nTraceback", config={"DATA.NUM_WORKERS": 4}))
+        runs.append(
+            dict(
+                name=f"fer-ddp-g2-b32-w{workers}",
+                strategy="ddp",
+                gpus=2,
+                batch_size_per_gpu=32,
+                throughput=190 * (1 - share),
+                data_wait_share=share,
+                config={"DATA.NUM_WORKERS": workers},
+            )
+        )
+    runs.append(
+        dict(
+            strategy="ddp",
+            gpus=4,
+            batch_size_per_gpu=64,
+            seed=7,
+            state="failed",
+            error="RuntimeError: CUDA out of memory\nTraceback",
+            config={"DATA.NUM_WORKERS": 4},
+        )
+    )
     return write_sweep(tmp_path_factory.mktemp("sweeps"), "fer-demo", runs, scaling="weak")
 
 
@@ -47,17 +80,46 @@ def report(sweep):
 def test_csvs_have_the_promised_columns(report):
     scaling = pd.read_csv(report.csvs["scaling"])
     assert list(scaling.columns[:15]) == [
-        "workload", "strategy", "scaling", "nodes", "gpus", "batch_size_per_gpu", "global_batch", "n_runs",
-        "throughput_median", "throughput_q1", "throughput_q3", "speedup", "efficiency", "ddp_over_dp",
-        "flags"]
-    ddp4 = scaling[(scaling["strategy"] == "ddp") & (scaling["gpus"] == 4)
-                   & (scaling["batch_size_per_gpu"] == 32) & (scaling["DATA.NUM_WORKERS"] == 4)]
+        "workload",
+        "strategy",
+        "scaling",
+        "nodes",
+        "gpus",
+        "batch_size_per_gpu",
+        "global_batch",
+        "n_runs",
+        "throughput_median",
+        "throughput_q1",
+        "throughput_q3",
+        "speedup",
+        "efficiency",
+        "ddp_over_dp",
+        "flags",
+    ]
+    ddp4 = scaling[
+        (scaling["strategy"] == "ddp")
+        & (scaling["gpus"] == 4)
+        & (scaling["batch_size_per_gpu"] == 32)
+        & (scaling["DATA.NUM_WORKERS"] == 4)
+    ]
     assert ddp4["efficiency"].iloc[0] == pytest.approx(0.9, rel=1e-3)
     assert ddp4["ddp_over_dp"].iloc[0] == pytest.approx(1.5, rel=1e-3)
     fit = pd.read_csv(report.csvs["model_fit"])
-    for column in ("workload", "strategy", "batch_size_per_gpu", "param_count", "grad_bytes",
-                   "bandwidth_gbps", "latency_s", "t_compute_s", "loo_rel_error", "gpus", "predicted_step_s",
-                   "predicted_efficiency", "kind"):
+    for column in (
+        "workload",
+        "strategy",
+        "batch_size_per_gpu",
+        "param_count",
+        "grad_bytes",
+        "bandwidth_gbps",
+        "latency_s",
+        "t_compute_s",
+        "loo_rel_error",
+        "gpus",
+        "predicted_step_s",
+        "predicted_efficiency",
+        "kind",
+    ):
         assert column in fit.columns
     assert set(fit[fit["kind"] == "prediction"]["gpus"]) == {16, 64, 256}
     ttt = pd.read_csv(report.csvs["time_to_target"])
@@ -73,8 +135,14 @@ def test_csvs_have_the_promised_columns(report):
 def test_every_plot_is_a_valid_image(report):
     files = report.plot_files()
     names = {f.stem.rsplit("-", 1)[0] if f.stem.startswith("by-") else f.stem for f in files}
-    for expected in ("speedup-fer-weak", "efficiency-fer-weak", "throughput-fer", "convergence-fer",
-                     "time-to-target-fer", "data-wait-vs-workers-fer"):
+    for expected in (
+        "speedup-fer-weak",
+        "efficiency-fer-weak",
+        "throughput-fer",
+        "convergence-fer",
+        "time-to-target-fer",
+        "data-wait-vs-workers-fer",
+    ):
         assert expected in names, f"missing plot {expected}: {sorted(names)}"
     for file in files:
         assert file.stat().st_size > 0
@@ -89,9 +157,18 @@ def test_every_plot_is_a_valid_image(report):
 
 def test_report_reads_on_its_own(report):
     text = report.report.read_text()
-    for section in ("## Summary", "## Scaling table", "## Plots", "## Diagnosis", "## Communication model",
-                    "## Convergence", "## Time to target", "## Comparison by key", "## Runs not included",
-                    "## Method"):
+    for section in (
+        "## Summary",
+        "## Scaling table",
+        "## Plots",
+        "## Diagnosis",
+        "## Communication model",
+        "## Convergence",
+        "## Time to target",
+        "## Comparison by key",
+        "## Runs not included",
+        "## Method",
+    ):
         assert section in text
     assert "No run spanned more than one host" in text and "Baselines used" in text
     assert "**prediction**" in text
@@ -102,16 +179,33 @@ def test_report_reads_on_its_own(report):
 
 
 def test_cli_parser_explains_every_flag_and_runs(tmp_path, capsys):
-    sweep = write_sweep(tmp_path, "cli", [dict(gpus=1, throughput=100), dict(gpus=2, throughput=180),
-                                          dict(gpus=4, throughput=330)])
+    sweep = write_sweep(
+        tmp_path,
+        "cli",
+        [dict(gpus=1, throughput=100), dict(gpus=2, throughput=180), dict(gpus=4, throughput=330)],
+    )
     parser = argparse.ArgumentParser(prog="harness")
     add_cli(parser.add_subparsers())
     sub = parser._subparsers._group_actions[0].choices["analyze"]
     for action in sub._actions:
         if action.dest != "help":
             assert action.help, f"{action.option_strings or action.dest} has no help text"
-    args = parser.parse_args(["analyze", str(sweep), "--out", str(tmp_path / "o"), "--by", "DATA.NUM_WORKERS",
-                              "--target-fraction", "0.8", "--predict-gpus", "32", "--format", "png"])
+    args = parser.parse_args(
+        [
+            "analyze",
+            str(sweep),
+            "--out",
+            str(tmp_path / "o"),
+            "--by",
+            "DATA.NUM_WORKERS",
+            "--target-fraction",
+            "0.8",
+            "--predict-gpus",
+            "32",
+            "--format",
+            "png",
+        ]
+    )
     assert args.func(args) == 0
     assert (tmp_path / "o" / "report.md").is_file()
     assert (tmp_path / "o" / "data-wait-vs-workers-fer.png").is_file()  # --by DATA.NUM_WORKERS

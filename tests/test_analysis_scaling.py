@@ -1,4 +1,5 @@
 """Efficiency arithmetic on run directories with known throughputs."""
+
 from __future__ import annotations
 
 import math
@@ -28,12 +29,22 @@ def row(table: pd.DataFrame, **match) -> pd.Series:
 def weak_sweep(tmp_path_factory):
     """DP and DDP, 1/2/4 GPUs, 32/GPU, two seeds each, one failed run."""
     root = tmp_path_factory.mktemp("weak")
-    x = {("dp", 1): (100, 110), ("dp", 2): (150, 170), ("dp", 4): (260, 300),
-         ("ddp", 1): (100, 120), ("ddp", 2): (200, 220), ("ddp", 4): (400, 440)}
-    runs = [dict(strategy=s, gpus=g, seed=seed, throughput=x[(s, g)][seed], jitter=0.05)
-            for (s, g) in x for seed in (0, 1)]
-    runs.append(dict(strategy="ddp", gpus=8, seed=0, throughput=900, state="failed",
-                     error="NCCL timeout\nmore"))
+    x = {
+        ("dp", 1): (100, 110),
+        ("dp", 2): (150, 170),
+        ("dp", 4): (260, 300),
+        ("ddp", 1): (100, 120),
+        ("ddp", 2): (200, 220),
+        ("ddp", 4): (400, 440),
+    }
+    runs = [
+        dict(strategy=s, gpus=g, seed=seed, throughput=x[(s, g)][seed], jitter=0.05)
+        for (s, g) in x
+        for seed in (0, 1)
+    ]
+    runs.append(
+        dict(strategy="ddp", gpus=8, seed=0, throughput=900, state="failed", error="NCCL timeout\nmore")
+    )
     return write_sweep(root, "weak", runs, scaling="weak")
 
 
@@ -65,8 +76,17 @@ def test_repeats_give_median_and_iqr_over_runs(weak_sweep):
 
 def test_single_run_iqr_is_over_steady_records_and_warmup_is_excluded(tmp_path):
     # 12 windows of 5 steps, the first 3 in warmup (at a third of the speed): 9 steady records.
-    write_run(tmp_path, strategy="ddp", gpus=1, throughput=100, jitter=0.1, warmup_steps=15, epochs=1,
-              steps_per_epoch=60, log_every=5)
+    write_run(
+        tmp_path,
+        strategy="ddp",
+        gpus=1,
+        throughput=100,
+        jitter=0.1,
+        warmup_steps=15,
+        epochs=1,
+        steps_per_epoch=60,
+        log_every=5,
+    )
     table = scaling_of(tmp_path)
     only = row(table, gpus=1)
     assert only["throughput_median"] == pytest.approx(100)
@@ -93,9 +113,11 @@ def test_failed_run_is_excluded_and_listed(weak_sweep):
 
 
 def test_strong_scaling_uses_same_global_batch_at_one_gpu(tmp_path):
-    runs = [dict(strategy="ddp", gpus=1, batch_size_per_gpu=128, throughput=200),
-            dict(strategy="ddp", gpus=2, batch_size_per_gpu=64, throughput=360),
-            dict(strategy="ddp", gpus=4, batch_size_per_gpu=32, throughput=560)]
+    runs = [
+        dict(strategy="ddp", gpus=1, batch_size_per_gpu=128, throughput=200),
+        dict(strategy="ddp", gpus=2, batch_size_per_gpu=64, throughput=360),
+        dict(strategy="ddp", gpus=4, batch_size_per_gpu=32, throughput=560),
+    ]
     table = scaling_of(write_sweep(tmp_path, "strong", runs, scaling="strong"))
     assert set(table["scaling"]) == {"strong"}
     four = row(table, gpus=4)
@@ -106,8 +128,11 @@ def test_strong_scaling_uses_same_global_batch_at_one_gpu(tmp_path):
 
 
 def test_missing_baseline_is_reported_not_invented(tmp_path):
-    runs = [dict(strategy="single", gpus=1, throughput=100),  # not the DP baseline
-            dict(strategy="dp", gpus=2, throughput=150), dict(strategy="dp", gpus=4, throughput=250)]
+    runs = [
+        dict(strategy="single", gpus=1, throughput=100),  # not the DP baseline
+        dict(strategy="dp", gpus=2, throughput=150),
+        dict(strategy="dp", gpus=4, throughput=250),
+    ]
     table = scaling_of(write_sweep(tmp_path, "nobase", runs, scaling="weak"))
     dp4 = row(table, strategy="dp", gpus=4)
     assert math.isnan(dp4["efficiency"]) and math.isnan(dp4["speedup"])
@@ -152,10 +177,12 @@ def test_multi_node_only_when_ranks_report_several_hosts(tmp_path):
 
 
 def test_diagnosis_data_bound_and_communication_bound(tmp_path):
-    runs = [dict(strategy="ddp", gpus=1, throughput=100, data_wait_share=0.05),
-            dict(strategy="ddp", gpus=4, throughput=200, data_wait_share=0.05),  # compute-only E 0.5 too
-            dict(strategy="dp", gpus=1, throughput=100, data_wait_share=0.05),
-            dict(strategy="dp", gpus=4, throughput=300, data_wait_share=0.35)]
+    runs = [
+        dict(strategy="ddp", gpus=1, throughput=100, data_wait_share=0.05),
+        dict(strategy="ddp", gpus=4, throughput=200, data_wait_share=0.05),  # compute-only E 0.5 too
+        dict(strategy="dp", gpus=1, throughput=100, data_wait_share=0.05),
+        dict(strategy="dp", gpus=4, throughput=300, data_wait_share=0.35),
+    ]
     table = scaling_of(write_sweep(tmp_path, "diag", runs, scaling="weak"), data_bound_threshold=0.2)
     assert row(table, strategy="ddp", gpus=4)["diagnosis"] == "communication-bound"
     assert row(table, strategy="dp", gpus=4)["diagnosis"] == "data-bound"
@@ -169,6 +196,19 @@ def test_diagnosis_data_bound_and_communication_bound(tmp_path):
 def test_scaling_columns_follow_the_contract(weak_sweep):
     table = scaling_of(weak_sweep)
     assert list(table.columns[:15]) == [
-        "workload", "strategy", "scaling", "nodes", "gpus", "batch_size_per_gpu", "global_batch", "n_runs",
-        "throughput_median", "throughput_q1", "throughput_q3", "speedup", "efficiency", "ddp_over_dp",
-        "flags"]
+        "workload",
+        "strategy",
+        "scaling",
+        "nodes",
+        "gpus",
+        "batch_size_per_gpu",
+        "global_batch",
+        "n_runs",
+        "throughput_median",
+        "throughput_q1",
+        "throughput_q3",
+        "speedup",
+        "efficiency",
+        "ddp_over_dp",
+        "flags",
+    ]

@@ -1,5 +1,6 @@
 """`harness data`: each workload contributes its subcommands through the registry, and
 `data summary` works for every workload (pose: images, annotations, persons per set)."""
+
 from __future__ import annotations
 
 import json
@@ -15,14 +16,18 @@ TINY_POSE = "configs/pose/tiny_synthetic.yaml"
 
 
 def test_every_workload_contributes_its_data_subcommands() -> None:
-    data = next(a for a in build_parser()._subparsers._group_actions[0].choices["data"]._actions
-                if a.dest == "data_command")
+    data = next(
+        a
+        for a in build_parser()._subparsers._group_actions[0].choices["data"]._actions
+        if a.dest == "data_command"
+    )
     assert {"summary", "synth-fer", "synth-coco"} <= set(data.choices)
     assert set(WORKLOADS) == {"fer", "pose"}
 
 
-def test_pose_data_summary_counts_images_annotations_and_persons(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture) -> None:
+def test_pose_data_summary_counts_images_annotations_and_persons(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     root = tmp_path / "coco"
     generate(str(root), SynthSpec(train_images=5, val_images=2, seed=1))
     assert main(["data", "summary", "--config", TINY_POSE, "DATASET.ROOT", str(root)]) == 0

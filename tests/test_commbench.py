@@ -1,4 +1,5 @@
 """harness commbench (real gloo processes) and the per-topology communication model."""
+
 from __future__ import annotations
 
 import json
@@ -100,9 +101,31 @@ def test_flat_step_times_report_bandwidth_not_identified_never_infinite():
 def test_commbench_with_two_gloo_processes_writes_the_result(tmp_path: Path):
     out = tmp_path / "bench"
     result = subprocess.run(
-        [sys.executable, "-m", "harness", "commbench", "--gpus", "2", "--min-bytes", "4K",
-         "--max-bytes", "64K", "--iters", "2", "--warmup", "1", "--out", str(out), "--label", "loopback"],
-        cwd=REPO, capture_output=True, text=True, timeout=180)
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "commbench",
+            "--gpus",
+            "2",
+            "--min-bytes",
+            "4K",
+            "--max-bytes",
+            "64K",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
+            "--label",
+            "loopback",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((out / "commbench.json").read_text())
     assert data["schema"] == SCHEMA and data["backend"] == "gloo" and data["launcher"] == "spawn"
@@ -121,22 +144,40 @@ def test_commbench_with_two_gloo_processes_writes_the_result(tmp_path: Path):
 def _topology_sweep(root: Path) -> Path:
     """1-node DDP at 1, 2 and 4 GPUs on a fast link, and one slow 2-node point."""
     fast = dict(t_compute_s=0.25, grad_bytes=GRAD_BYTES, bandwidth_bytes_per_s=2.0e9, latency_s=3e-3)
-    runs = [dict(gpus=g, throughput=32 * g / float(ring_step_time([g], **fast)[0]), num_params=PARAMS)
-            for g in (1, 2, 4)]
+    runs = [
+        dict(gpus=g, throughput=32 * g / float(ring_step_time([g], **fast)[0]), num_params=PARAMS)
+        for g in (1, 2, 4)
+    ]
     slow_step = 0.25 + 5e-3 + GRAD_BYTES / 37.5e6  # a 300 Mbit/s link between the nodes
-    runs.append(dict(gpus=2, nodes=2, throughput=64 / slow_step, num_params=PARAMS,
-                     name="fer-ddp-g2-n2-b32-s0"))
+    runs.append(
+        dict(gpus=2, nodes=2, throughput=64 / slow_step, num_params=PARAMS, name="fer-ddp-g2-n2-b32-s0")
+    )
     return write_sweep(root, "topology", runs, scaling="weak")
 
 
 def _commbench_file(directory: Path, nodes: int, gpus_per_node: int, alpha: float, beta: float) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    fit = {"alpha_s": alpha, "beta_bytes_per_s": beta, "bandwidth_identified": True, "rel_rms_error": 0.01,
-           "n_points": 9, "bytes_factor": 1.0}
-    data = {"schema": SCHEMA, "created_at": 1.0, "label": "tbf 300mbit", "backend": "gloo",
-            "device_type": "cpu",
-            "world_size": nodes * gpus_per_node, "nodes": nodes, "gpus_per_node": gpus_per_node,
-            "hosts": [f"node{i + 1}" for i in range(nodes)], "results": [], "fits": {"all_reduce": fit}}
+    fit = {
+        "alpha_s": alpha,
+        "beta_bytes_per_s": beta,
+        "bandwidth_identified": True,
+        "rel_rms_error": 0.01,
+        "n_points": 9,
+        "bytes_factor": 1.0,
+    }
+    data = {
+        "schema": SCHEMA,
+        "created_at": 1.0,
+        "label": "tbf 300mbit",
+        "backend": "gloo",
+        "device_type": "cpu",
+        "world_size": nodes * gpus_per_node,
+        "nodes": nodes,
+        "gpus_per_node": gpus_per_node,
+        "hosts": [f"node{i + 1}" for i in range(nodes)],
+        "results": [],
+        "fits": {"all_reduce": fit},
+    }
     path = directory / "commbench.json"
     path.write_text(json.dumps(data))
     return path
@@ -178,9 +219,23 @@ def test_commbench_result_predicts_its_topology(tmp_path: Path):
 def test_analyze_command_reads_commbench_results(tmp_path: Path):
     sweep = _topology_sweep(tmp_path)
     _commbench_file(sweep / "commbench" / "n2", nodes=2, gpus_per_node=1, alpha=5e-3, beta=37.5e6)
-    result = subprocess.run([sys.executable, "-m", "harness", "analyze", str(sweep),
-                             "--out", str(tmp_path / "r"), "--format", "png"], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "analyze",
+            str(sweep),
+            "--out",
+            str(tmp_path / "r"),
+            "--format",
+            "png",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "r" / "report.md").read_text()
     assert "Measured interconnect" in report and "commbench" in report
@@ -196,8 +251,16 @@ def test_commbench_sweep_run_on_the_local_backend(tmp_path: Path):
 
     spec = yaml.safe_load((REPO / "configs" / "sweeps" / "commbench.yaml").read_text())
     spec.update(base=str(REPO / "configs" / "fer" / "effnet_b0_synthetic.yaml"), grid={"gpus": [2]})
-    spec["overrides"]["JOB"]["ARGS"] = ["--min-bytes", "4K", "--max-bytes", "16K", "--iters", "1",
-                                        "--ops", "all_reduce"]
+    spec["overrides"]["JOB"]["ARGS"] = [
+        "--min-bytes",
+        "4K",
+        "--max-bytes",
+        "16K",
+        "--iters",
+        "1",
+        "--ops",
+        "all_reduce",
+    ]
     path = tmp_path / "commbench.yaml"
     path.write_text(yaml.safe_dump(spec))
     sweep_dir = launch_sweep(str(path), backend="local", root=str(tmp_path), out=io.StringIO())

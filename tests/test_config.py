@@ -1,4 +1,5 @@
 """Config loading: every shipped YAML, the named errors, no global mutation."""
+
 from pathlib import Path
 
 import pytest
@@ -44,20 +45,23 @@ def test_unknown_key_names_key_and_suggests(tmp_path: Path) -> None:
         load_config(None, ["DIST.STRATEGIE", "ddp"])
 
 
-@pytest.mark.parametrize("opts, message", [
-    (["TRAIN.LR", "fast"], r"TRAIN\.LR.*expects float"),
-    (["TRAIN.EPOCHS", "2.5"], r"TRAIN\.EPOCHS.*expects int"),
-    (["DIST.STRATEGY", "fsdp"], r"DIST\.STRATEGY.*single, dp, ddp"),
-    (["TRAIN.OPTIMIZER", "lamb"], r"TRAIN\.OPTIMIZER.*sgd_nesterov"),
-    (["DIST.STRATEGY", "dp", "DIST.GPUS", "2", "DIST.NODES", "2"], r"dp runs in one process on one node"),
-    (["DIST.STRATEGY", "ddp", "DIST.GPUS", "0"], r"ddp needs DIST\.GPUS >= 1"),
-    (["DIST.STRATEGY", "ddp", "DIST.GPUS", "3", "DIST.NODES", "2"], r"divide evenly"),
-    (["TRAIN.BATCH_SIZE_PER_GPU", "30", "TRAIN.GRAD_ACCUM", "4"], r"divisible by TRAIN\.GRAD_ACCUM"),
-    (["DIST.STRATEGY", "single", "DIST.GPUS", "2"], r"single uses one device"),
-    (["TRAIN.CLASS_WEIGHTING", "focal"], r"TRAIN\.CLASS_WEIGHTING"),
-    (["TASK", "segmentation"], r"TASK.*fer, pose"),
-    (["TRAIN.LR"], r"KEY VALUE pairs"),
-])
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["TRAIN.LR", "fast"], r"TRAIN\.LR.*expects float"),
+        (["TRAIN.EPOCHS", "2.5"], r"TRAIN\.EPOCHS.*expects int"),
+        (["DIST.STRATEGY", "fsdp"], r"DIST\.STRATEGY.*single, dp, ddp"),
+        (["TRAIN.OPTIMIZER", "lamb"], r"TRAIN\.OPTIMIZER.*sgd_nesterov"),
+        (["DIST.STRATEGY", "dp", "DIST.GPUS", "2", "DIST.NODES", "2"], r"dp runs in one process on one node"),
+        (["DIST.STRATEGY", "ddp", "DIST.GPUS", "0"], r"ddp needs DIST\.GPUS >= 1"),
+        (["DIST.STRATEGY", "ddp", "DIST.GPUS", "3", "DIST.NODES", "2"], r"divide evenly"),
+        (["TRAIN.BATCH_SIZE_PER_GPU", "30", "TRAIN.GRAD_ACCUM", "4"], r"divisible by TRAIN\.GRAD_ACCUM"),
+        (["DIST.STRATEGY", "single", "DIST.GPUS", "2"], r"single uses one device"),
+        (["TRAIN.CLASS_WEIGHTING", "focal"], r"TRAIN\.CLASS_WEIGHTING"),
+        (["TASK", "segmentation"], r"TASK.*fer, pose"),
+        (["TRAIN.LR"], r"KEY VALUE pairs"),
+    ],
+)
 def test_bad_values_fail_at_load_with_the_key(opts: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(REPO / "configs/fer/effnet_b0_synthetic.yaml", opts)
@@ -76,7 +80,9 @@ def test_base_cycle_and_missing_file(tmp_path: Path) -> None:
 def test_derived_run_name_and_global_batch() -> None:
     from harness.config import global_batch_size
 
-    cfg = load_config(REPO / "configs/fer/effnet_b0_synthetic.yaml",
-                      ["DIST.STRATEGY", "ddp", "DIST.GPUS", "4", "TRAIN.BATCH_SIZE_PER_GPU", "64"])
+    cfg = load_config(
+        REPO / "configs/fer/effnet_b0_synthetic.yaml",
+        ["DIST.STRATEGY", "ddp", "DIST.GPUS", "4", "TRAIN.BATCH_SIZE_PER_GPU", "64"],
+    )
     assert cfg.RUN_NAME == "fer-ddp-g4-b64-s0"
     assert global_batch_size(cfg) == 256

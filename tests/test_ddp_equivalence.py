@@ -1,4 +1,5 @@
 """DDP with 2 gloo processes x B equals 1 process x 2B; validation counts each sample once."""
+
 from __future__ import annotations
 
 import os
@@ -17,10 +18,22 @@ def test_two_processes_equal_one_process_with_double_batch(fer_csv_root: str, tm
     # tiny_cnn has no BatchNorm and dropout is off, so the two runs see the same function;
     # the sampler gives rank r the samples r, r+2, ... of the single run's batch.
     common = dict(TRAIN__EPOCHS=1, TRAIN__MAX_STEPS_PER_EPOCH=3, TRAIN__LR_SCALING="none", MODEL__DROPOUT=0.0)
-    single = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="single",
-                                              TRAIN__BATCH_SIZE_PER_GPU=16, **common))
-    ddp = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="ddp", DIST__STRATEGY="ddp",
-                                           DIST__GPUS=2, TRAIN__BATCH_SIZE_PER_GPU=8, **common))
+    single = load_config(
+        FER_SYNTH,
+        fast_opts(fer_csv_root, tmp_path, RUN_NAME="single", TRAIN__BATCH_SIZE_PER_GPU=16, **common),
+    )
+    ddp = load_config(
+        FER_SYNTH,
+        fast_opts(
+            fer_csv_root,
+            tmp_path,
+            RUN_NAME="ddp",
+            DIST__STRATEGY="ddp",
+            DIST__GPUS=2,
+            TRAIN__BATCH_SIZE_PER_GPU=8,
+            **common,
+        ),
+    )
     assert launch(single) == "completed"
     assert launch(ddp) == "completed"
     a, b = model_state(tmp_path / "single"), model_state(tmp_path / "ddp")
@@ -47,8 +60,16 @@ def _evaluate(cfg, world: int, rank: int) -> dict:
     _, val = task.build_datasets()
     torch.manual_seed(0)
     model = task.build_model().eval()
-    loader = build_loader(val, InferenceSampler(len(val), world, rank), batch_size=7, num_workers=0,
-                          pin_memory=False, prefetch_factor=2, persistent_workers=False, drop_last=False)
+    loader = build_loader(
+        val,
+        InferenceSampler(len(val), world, rank),
+        batch_size=7,
+        num_workers=0,
+        pin_memory=False,
+        prefetch_factor=2,
+        persistent_workers=False,
+        drop_last=False,
+    )
     evaluator = task.build_evaluator(val)
     with torch.no_grad():
         for batch in loader:
@@ -58,8 +79,15 @@ def _evaluate(cfg, world: int, rank: int) -> dict:
 
 
 def _evaluate_worker(rank: int, world: int, port: int, cfg, out: str) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     torch.set_num_threads(1)
     from harness import distributed as du
 

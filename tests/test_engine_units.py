@@ -1,5 +1,6 @@
 """Unit tests of the engine's parts: world discovery, samplers, LR rules, precision,
 gradient accumulation, pretrained weights, atomic files."""
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,25 @@ from tests.spine_helpers import FER_SYNTH
 
 def test_world_from_torchrun_and_slurm_env() -> None:
     assert not world_info_from_env({}).distributed
-    tr = world_info_from_env({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "h1",
-                              "MASTER_PORT": "1234"})
-    assert (tr.rank, tr.local_rank, tr.world_size, tr.master_addr, tr.master_port, tr.source) == \
-        (3, 1, 4, "h1", 1234, "torchrun")
-    env = {"SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2",
-           "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "123456"}
+    tr = world_info_from_env(
+        {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "h1", "MASTER_PORT": "1234"}
+    )
+    assert (tr.rank, tr.local_rank, tr.world_size, tr.master_addr, tr.master_port, tr.source) == (
+        3,
+        1,
+        4,
+        "h1",
+        1234,
+        "torchrun",
+    )
+    env = {
+        "SLURM_PROCID": "5",
+        "SLURM_LOCALID": "1",
+        "SLURM_NTASKS": "8",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "SLURM_JOB_ID": "123456",
+    }
     sl = world_info_from_env(env)
     assert (sl.rank, sl.local_rank, sl.world_size, sl.local_world_size, sl.source) == (5, 1, 8, 4, "slurm")
     assert sl.master_addr == "gpu07" and sl.master_port == master_port_for_job("123456")
@@ -36,9 +50,14 @@ def test_ports_differ_between_concurrent_jobs() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("nodelist, hosts", [
-    ("node1", ["node1"]), ("node[1-3]", ["node1", "node2", "node3"]),
-    ("gpu[01-02,07],cpu5", ["gpu01", "gpu02", "gpu07", "cpu5"])])
+@pytest.mark.parametrize(
+    "nodelist, hosts",
+    [
+        ("node1", ["node1"]),
+        ("node[1-3]", ["node1", "node2", "node3"]),
+        ("gpu[01-02,07],cpu5", ["gpu01", "gpu02", "gpu07", "cpu5"]),
+    ],
+)
 def test_expand_nodelist(nodelist: str, hosts: list[str]) -> None:
     assert expand_nodelist(nodelist) == hosts
 
@@ -69,19 +88,54 @@ def _cfg(*opts: str):
 
 
 def test_lr_scaling_warmup_and_schedules() -> None:
-    linear = _cfg("TRAIN.LR", "0.1", "TRAIN.LR_BASE_BATCH", "64", "TRAIN.LR_SCALING", "linear",
-                  "DIST.STRATEGY", "ddp", "DIST.GPUS", "4", "TRAIN.BATCH_SIZE_PER_GPU", "32")
+    linear = _cfg(
+        "TRAIN.LR",
+        "0.1",
+        "TRAIN.LR_BASE_BATCH",
+        "64",
+        "TRAIN.LR_SCALING",
+        "linear",
+        "DIST.STRATEGY",
+        "ddp",
+        "DIST.GPUS",
+        "4",
+        "TRAIN.BATCH_SIZE_PER_GPU",
+        "32",
+    )
     assert scaled_lr(linear) == pytest.approx(0.2)
-    sqrt = _cfg("TRAIN.LR", "0.1", "TRAIN.LR_BASE_BATCH", "32", "TRAIN.LR_SCALING", "sqrt",
-                "DIST.STRATEGY", "dp", "DIST.GPUS", "1", "TRAIN.BATCH_SIZE_PER_GPU", "128")
+    sqrt = _cfg(
+        "TRAIN.LR",
+        "0.1",
+        "TRAIN.LR_BASE_BATCH",
+        "32",
+        "TRAIN.LR_SCALING",
+        "sqrt",
+        "DIST.STRATEGY",
+        "dp",
+        "DIST.GPUS",
+        "1",
+        "TRAIN.BATCH_SIZE_PER_GPU",
+        "128",
+    )
     assert scaled_lr(sqrt) == pytest.approx(0.2)
-    multi = _cfg("TRAIN.SCHEDULER", "multistep", "TRAIN.LR_STEP", "[2, 3]", "TRAIN.EPOCHS", "4",
-                 "TRAIN.WARMUP_EPOCHS", "1.0", "TRAIN.LR_FACTOR", "0.1")
+    multi = _cfg(
+        "TRAIN.SCHEDULER",
+        "multistep",
+        "TRAIN.LR_STEP",
+        "[2, 3]",
+        "TRAIN.EPOCHS",
+        "4",
+        "TRAIN.WARMUP_EPOCHS",
+        "1.0",
+        "TRAIN.LR_FACTOR",
+        "0.1",
+    )
     sched = LRSchedule(multi, 1.0, steps_per_epoch=10)
     assert sched.lr_at(0, 0) == pytest.approx(0.1) and sched.lr_at(0, 9) == pytest.approx(1.0)
     assert [sched.lr_at(e, 0) for e in (1, 2, 3)] == pytest.approx([1.0, 0.1, 0.01])
-    cos = LRSchedule(_cfg("TRAIN.SCHEDULER", "cosine", "TRAIN.EPOCHS", "4", "TRAIN.WARMUP_EPOCHS", "0.0"),
-                     1.0, 10)
+    cos = LRSchedule(
+        _cfg("TRAIN.SCHEDULER", "cosine", "TRAIN.EPOCHS", "4", "TRAIN.WARMUP_EPOCHS", "0.0"), 1.0, 10
+    )
     assert cos.lr_at(0, 0) == pytest.approx(1.0) and cos.lr_at(2, 0) == pytest.approx(0.5)
 
 
@@ -99,13 +153,29 @@ def test_grad_accumulation_equals_the_full_batch(fer_csv_root: str, tmp_path: Pa
     from harness.spawn import launch
     from tests.spine_helpers import fast_opts, model_state
 
-    common = dict(TRAIN__EPOCHS=1, TRAIN__MAX_STEPS_PER_EPOCH=3, MODEL__DROPOUT=0.0,
-                  TRAIN__BATCH_SIZE_PER_GPU=16)
-    assert launch(load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="full", **common))) \
+    common = dict(
+        TRAIN__EPOCHS=1, TRAIN__MAX_STEPS_PER_EPOCH=3, MODEL__DROPOUT=0.0, TRAIN__BATCH_SIZE_PER_GPU=16
+    )
+    assert (
+        launch(load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="full", **common)))
         == "completed"
-    assert launch(load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="accum",
-                                                   TRAIN__GRAD_ACCUM=4, TRAIN__CLIP_GRAD=100.0,
-                                                   **common))) == "completed"
+    )
+    assert (
+        launch(
+            load_config(
+                FER_SYNTH,
+                fast_opts(
+                    fer_csv_root,
+                    tmp_path,
+                    RUN_NAME="accum",
+                    TRAIN__GRAD_ACCUM=4,
+                    TRAIN__CLIP_GRAD=100.0,
+                    **common,
+                ),
+            )
+        )
+        == "completed"
+    )
     a, b = model_state(tmp_path / "full"), model_state(tmp_path / "accum")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
@@ -115,8 +185,17 @@ def test_bf16_runs_on_cpu_and_fp16_is_refused(fer_csv_root: str, tmp_path: Path)
     from harness.spawn import launch
     from tests.spine_helpers import fast_opts, records
 
-    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="bf16", TRAIN__AMP="bf16",
-                                           TRAIN__EPOCHS=1, TRAIN__CHANNELS_LAST=True))
+    cfg = load_config(
+        FER_SYNTH,
+        fast_opts(
+            fer_csv_root,
+            tmp_path,
+            RUN_NAME="bf16",
+            TRAIN__AMP="bf16",
+            TRAIN__EPOCHS=1,
+            TRAIN__CHANNELS_LAST=True,
+        ),
+    )
     assert launch(cfg) == "completed"
     assert all(r["train/loss"] == r["train/loss"] for r in records(tmp_path / "bf16", "train"))
     fp16 = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="fp16", TRAIN__AMP="fp16"))
@@ -137,8 +216,9 @@ def test_pretrained_rgb_weights_load_into_the_grayscale_stem(tmp_path: Path) -> 
     model = build_fer_model(_cfg("MODEL.PRETRAINED", str(path)))
     stem = rgb.state_dict()["features.0.0.weight"]
     assert torch.equal(model.state_dict()["features.0.0.weight"], stem.sum(dim=1, keepdim=True))
-    assert torch.equal(model.state_dict()["features.1.0.block.0.0.weight"],
-                       rgb.state_dict()["features.1.0.block.0.0.weight"])
+    assert torch.equal(
+        model.state_dict()["features.1.0.block.0.0.weight"], rgb.state_dict()["features.1.0.block.0.0.weight"]
+    )
     assert model.classifier[1].out_features == 7
     from harness.config import ConfigError
 
@@ -163,8 +243,17 @@ def test_compiled_model_trains_and_checkpoints_plain_weights(fer_csv_root: str, 
     from harness.spawn import launch
     from tests.spine_helpers import fast_opts, model_state
 
-    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="compiled", TRAIN__COMPILE=True,
-                                           TRAIN__EPOCHS=1, TRAIN__MAX_STEPS_PER_EPOCH=2))
+    cfg = load_config(
+        FER_SYNTH,
+        fast_opts(
+            fer_csv_root,
+            tmp_path,
+            RUN_NAME="compiled",
+            TRAIN__COMPILE=True,
+            TRAIN__EPOCHS=1,
+            TRAIN__MAX_STEPS_PER_EPOCH=2,
+        ),
+    )
     assert launch(cfg) == "completed"
     # The checkpoint holds the bare module's names, loadable without torch.compile.
     assert not any(k.startswith("_orig_mod") for k in model_state(tmp_path / "compiled"))

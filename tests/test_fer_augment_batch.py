@@ -1,5 +1,6 @@
 """Batched FER augmentation: batch and item paths agree, the warp keeps PIL's pixel
 convention, and the keyed draws are pure functions of (seed, epoch, index)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,13 +49,26 @@ def test_warp_matches_pil_affine_within_one_level() -> None:
     images, _, _ = synthetic_fer_arrays(14, seed=1)
     images = images[:6]
     rng = np.random.default_rng(0)
-    coefficients = np.array([affine_inverse((48, 48), 48, rng.uniform(-20, 20), rng.uniform(0.8, 1.2),
-                                            (float(rng.integers(-4, 5)), float(rng.integers(-4, 5))),
-                                            bool(i % 2)) for i in range(6)])
+    coefficients = np.array(
+        [
+            affine_inverse(
+                (48, 48),
+                48,
+                rng.uniform(-20, 20),
+                rng.uniform(0.8, 1.2),
+                (float(rng.integers(-4, 5)), float(rng.integers(-4, 5))),
+                bool(i % 2),
+            )
+            for i in range(6)
+        ]
+    )
     ours = warp_batch(images, coefficients, 48).astype(int)
     for image, coef, out in zip(images, coefficients, ours, strict=True):
-        pil = np.asarray(Image.fromarray(image).transform((48, 48), Image.AFFINE, tuple(coef),
-                                                          resample=Image.BILINEAR, fillcolor=0)).astype(int)
+        pil = np.asarray(
+            Image.fromarray(image).transform(
+                (48, 48), Image.AFFINE, tuple(coef), resample=Image.BILINEAR, fillcolor=0
+            )
+        ).astype(int)
         # Away from the border (where PIL and grid_sample treat the edge differently).
         diff = np.abs(out[6:-6, 6:-6] - pil[6:-6, 6:-6])
         assert np.mean(diff <= 1) > 0.97, np.mean(diff <= 1)
@@ -68,4 +82,4 @@ def test_keyed_uniforms_are_pure_and_spread() -> None:
     assert not np.array_equal(a[0], keyed_uniforms(4, 2, [5])[0])
     many = keyed_uniforms(0, 0, np.arange(2000))
     assert many.min() >= 0.0 and many.max() < 1.0
-    assert abs(many.mean() - 0.5) < 0.01 and abs(many.std() - 12 ** -0.5) < 0.01
+    assert abs(many.mean() - 0.5) < 0.01 and abs(many.std() - 12**-0.5) < 0.01

@@ -1,4 +1,5 @@
 """FER2013 readers, label order, augmentation determinism and class weighting."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,10 @@ class ChecksumFreeFER2013(torchvision.datasets.FER2013):
 def roots(tmp_path_factory) -> dict[str, str]:
     """The same synthetic samples in the three layouts."""
     base = tmp_path_factory.mktemp("fer")
-    return {fmt: write_synthetic_fer(str(base / fmt), N_IMAGES, fmt, seed=SEED)
-            for fmt in ("csv", "torchvision", "folder")}
+    return {
+        fmt: write_synthetic_fer(str(base / fmt), N_IMAGES, fmt, seed=SEED)
+        for fmt in ("csv", "torchvision", "folder")
+    }
 
 
 def as_multiset(arrays: FERArrays) -> list[tuple[int, bytes]]:
@@ -106,9 +109,11 @@ def test_empty_split_is_an_error(tmp_path):
 
 def test_icml_face_data_csv_with_spaced_columns(roots, tmp_path):
     source = load_fer_split(roots["csv"], "Training+PublicTest+PrivateTest")
-    usages = ["Training"] * len(load_fer_split(roots["csv"], "train")) + \
-        ["PublicTest"] * len(load_fer_split(roots["csv"], "val")) + \
-        ["PrivateTest"] * len(load_fer_split(roots["csv"], "test"))
+    usages = (
+        ["Training"] * len(load_fer_split(roots["csv"], "train"))
+        + ["PublicTest"] * len(load_fer_split(roots["csv"], "val"))
+        + ["PrivateTest"] * len(load_fer_split(roots["csv"], "test"))
+    )
     (tmp_path / "fer2013").mkdir()
     with open(tmp_path / "fer2013" / "icml_face_data.csv", "w") as f:
         f.write("emotion, Usage, pixels\n")
@@ -195,14 +200,17 @@ def write_csv_rows(path, rows: list[str]) -> str:
 GOOD_PIXELS = " ".join(["12"] * 2304)
 
 
-@pytest.mark.parametrize("bad_row, message", [
-    (f"3,{' '.join(['12'] * 2303)},Training", "row 1 \\(line 3\\) has 2303 pixel values"),
-    (f"3,{GOOD_PIXELS[:-2]}x1,Training", "row 1 \\(line 3\\) has a non-numeric pixel value \\('x1'\\)"),
-    (f"3,{GOOD_PIXELS[:-2]}256,Training", "row 1 \\(line 3\\) has a pixel value above 255"),
-    (f"7,{GOOD_PIXELS},Training", "row 1 \\(line 3\\) has emotion '7'"),
-    (f"happy,{GOOD_PIXELS},Training", "row 1 \\(line 3\\) has emotion 'happy'"),
-    (f"3,{GOOD_PIXELS},Validation", "row 1 \\(line 3\\) has unknown Usage 'Validation'"),
-])
+@pytest.mark.parametrize(
+    "bad_row, message",
+    [
+        (f"3,{' '.join(['12'] * 2303)},Training", "row 1 \\(line 3\\) has 2303 pixel values"),
+        (f"3,{GOOD_PIXELS[:-2]}x1,Training", "row 1 \\(line 3\\) has a non-numeric pixel value \\('x1'\\)"),
+        (f"3,{GOOD_PIXELS[:-2]}256,Training", "row 1 \\(line 3\\) has a pixel value above 255"),
+        (f"7,{GOOD_PIXELS},Training", "row 1 \\(line 3\\) has emotion '7'"),
+        (f"happy,{GOOD_PIXELS},Training", "row 1 \\(line 3\\) has emotion 'happy'"),
+        (f"3,{GOOD_PIXELS},Validation", "row 1 \\(line 3\\) has unknown Usage 'Validation'"),
+    ],
+)
 def test_corrupt_csv_row_names_file_and_row(tmp_path, bad_row, message):
     path = write_csv_rows(tmp_path / "broken.csv", [f"0,{GOOD_PIXELS},Training", bad_row])
     with pytest.raises(FERDataError, match=f"broken.csv: {message}"):

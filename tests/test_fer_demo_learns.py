@@ -1,4 +1,5 @@
 """`make demo` must show learning: its runs end clearly above the majority-class share."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,9 +27,22 @@ def test_the_demo_largest_global_batch_run_learns(tmp_path: Path) -> None:
     assert len(plans) == 8
     plan = plans["ddp-g2-b32-s0"]
     epochs = int(plan.config["TRAIN.EPOCHS"]) - 2
-    cfg = load_config(plan.base, [*plan.opts, "DATASET.ROOT", root, "OUTPUT_DIR", str(tmp_path / "runs"),
-                                  "RUN_NAME", "demo", "TRAIN.EPOCHS", str(epochs),
-                                  "LOG.WANDB.MODE", "disabled"])
+    cfg = load_config(
+        plan.base,
+        [
+            *plan.opts,
+            "DATASET.ROOT",
+            root,
+            "OUTPUT_DIR",
+            str(tmp_path / "runs"),
+            "RUN_NAME",
+            "demo",
+            "TRAIN.EPOCHS",
+            str(epochs),
+            "LOG.WANDB.MODE",
+            "disabled",
+        ],
+    )
     assert launch(cfg) == "completed"
     final = records(tmp_path / "runs" / "demo", "val")[-1]["val/accuracy"]
     assert final >= 0.4 > MAJORITY_SHARE + 0.1

@@ -1,4 +1,5 @@
 """The synthetic FER generator: layouts, determinism, imbalance, learnability and the CLI."""
+
 from __future__ import annotations
 
 import argparse
@@ -108,8 +109,21 @@ def data_parser() -> argparse.ArgumentParser:
 
 def test_cli_synth_fer_writes_a_loadable_set(tmp_path, capsys):
     parser = data_parser()
-    args = parser.parse_args(["data", "synth-fer", str(tmp_path / "set"), "--n", "60", "--format", "folder",
-                              "--seed", "2", "--test-fraction", "0.25"])
+    args = parser.parse_args(
+        [
+            "data",
+            "synth-fer",
+            str(tmp_path / "set"),
+            "--n",
+            "60",
+            "--format",
+            "folder",
+            "--seed",
+            "2",
+            "--test-fraction",
+            "0.25",
+        ]
+    )
     assert args.func(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["root"] == str(tmp_path / "set") and printed["format"] == "folder"

@@ -1,4 +1,5 @@
 """Pose config layer: our configs, official HRNet files unmodified, key mapping, errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -63,8 +64,15 @@ def test_our_configs_carry_the_official_values(name: str) -> None:
     assert ours.keys() == official.keys()
     differ = {k for k in ours if ours[k] != official[k]}
     # Deliberately left out: the output/TensorBoard dirs and the debug image dumps.
-    assert differ == {"OUTPUT_DIR", "LOG_DIR", "DEBUG.DEBUG", "DEBUG.SAVE_BATCH_IMAGES_GT",
-                      "DEBUG.SAVE_BATCH_IMAGES_PRED", "DEBUG.SAVE_HEATMAPS_GT", "DEBUG.SAVE_HEATMAPS_PRED"}
+    assert differ == {
+        "OUTPUT_DIR",
+        "LOG_DIR",
+        "DEBUG.DEBUG",
+        "DEBUG.SAVE_BATCH_IMAGES_GT",
+        "DEBUG.SAVE_BATCH_IMAGES_PRED",
+        "DEBUG.SAVE_HEATMAPS_GT",
+        "DEBUG.SAVE_HEATMAPS_PRED",
+    }
 
 
 def official_variant(tmp_path: Path, old: str, new: str) -> Path:
@@ -75,13 +83,16 @@ def official_variant(tmp_path: Path, old: str, new: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("gpus, strategy, count", [
-    ("(0)", "single", 1),  # an int in yacs-style literal parsing, not a tuple
-    ("(0,)", "single", 1),
-    ("0", "single", 1),
-    ("[2, 3]", "dp", 2),
-    ("(0,1,2,3,4,5,6,7)", "dp", 8),
-])
+@pytest.mark.parametrize(
+    "gpus, strategy, count",
+    [
+        ("(0)", "single", 1),  # an int in yacs-style literal parsing, not a tuple
+        ("(0,)", "single", 1),
+        ("0", "single", 1),
+        ("[2, 3]", "dp", 2),
+        ("(0,1,2,3,4,5,6,7)", "dp", 8),
+    ],
+)
 def test_gpus_forms(tmp_path: Path, gpus: str, strategy: str, count: int) -> None:
     cfg = load_config(official_variant(tmp_path, "GPUS: (0,1,2,3)", f"GPUS: {gpus}"))
     assert (cfg.DIST.STRATEGY, cfg.DIST.GPUS) == (strategy, count)
@@ -95,9 +106,21 @@ def test_bad_gpus_value_names_the_key(tmp_path: Path, gpus: str) -> None:
 
 
 def test_explicit_harness_keys_win_over_official_ones() -> None:
-    cfg = load_config(OFFICIAL_W32, ["DIST.STRATEGY", "ddp", "DATA.NUM_WORKERS", "2",
-                                     "TRAIN.EPOCHS", "5", "LOG.EVERY_N_STEPS", "7",
-                                     "EVAL.BATCH_SIZE_PER_GPU", "8"])
+    cfg = load_config(
+        OFFICIAL_W32,
+        [
+            "DIST.STRATEGY",
+            "ddp",
+            "DATA.NUM_WORKERS",
+            "2",
+            "TRAIN.EPOCHS",
+            "5",
+            "LOG.EVERY_N_STEPS",
+            "7",
+            "EVAL.BATCH_SIZE_PER_GPU",
+            "8",
+        ],
+    )
     assert (cfg.DIST.STRATEGY, cfg.DIST.GPUS) == ("ddp", 4)
     assert (cfg.DATA.NUM_WORKERS, cfg.TRAIN.EPOCHS, cfg.LOG.EVERY_N_STEPS) == (2, 5, 7)
     assert cfg.EVAL.BATCH_SIZE_PER_GPU == 8
@@ -109,9 +132,25 @@ def test_explicit_harness_keys_win_over_official_ones() -> None:
 
 
 def test_official_keys_given_on_the_command_line_are_mapped() -> None:
-    cfg = load_config(OFFICIAL_W32, ["WORKERS", "3", "PRINT_FREQ", "5", "TRAIN.BEGIN_EPOCH", "1",
-                                     "TRAIN.END_EPOCH", "4", "TEST.BATCH_SIZE_PER_GPU", "6",
-                                     "PIN_MEMORY", "False", "GPUS", "(0,1)"])
+    cfg = load_config(
+        OFFICIAL_W32,
+        [
+            "WORKERS",
+            "3",
+            "PRINT_FREQ",
+            "5",
+            "TRAIN.BEGIN_EPOCH",
+            "1",
+            "TRAIN.END_EPOCH",
+            "4",
+            "TEST.BATCH_SIZE_PER_GPU",
+            "6",
+            "PIN_MEMORY",
+            "False",
+            "GPUS",
+            "(0,1)",
+        ],
+    )
     assert (cfg.DATA.NUM_WORKERS, cfg.LOG.EVERY_N_STEPS, cfg.TRAIN.EPOCHS) == (3, 5, 3)
     assert cfg.EVAL.BATCH_SIZE_PER_GPU == 6 and cfg.DATA.PIN_MEMORY is False
     assert (cfg.DIST.STRATEGY, cfg.DIST.GPUS) == ("dp", 2)
@@ -158,19 +197,22 @@ def test_pose_defaults_leave_the_harness_defaults_alone() -> None:
     assert harness_config._C.TRAIN.OPTIMIZER == "sgd"
 
 
-@pytest.mark.parametrize("opts, key", [
-    (["MODEL.IMAGE_SIZE", "[96]"], "MODEL.IMAGE_SIZE"),
-    (["MODEL.HEATMAP_SIZE", "[24, 30]"], "MODEL.HEATMAP_SIZE"),
-    (["MODEL.IMAGE_SIZE", "[80, 128]", "MODEL.HEATMAP_SIZE", "[20, 32]"], "MODEL.IMAGE_SIZE"),
-    (["MODEL.TARGET_TYPE", "offset"], "MODEL.TARGET_TYPE"),
-    (["MODEL.NAME", "pose_resnet"], "MODEL.NAME"),
-    (["MODEL.SIGMA", "0"], "MODEL.SIGMA"),
-    (["MODEL.EXTRA.STAGE3.NUM_CHANNELS", "[8, 16]"], "MODEL.EXTRA.STAGE3.NUM_CHANNELS"),
-    (["MODEL.EXTRA.STAGE2.BLOCK", "RESNEXT"], "MODEL.EXTRA.STAGE2.BLOCK"),
-    (["MODEL.EXTRA.STAGE4.FUSE_METHOD", "CAT"], "MODEL.EXTRA.STAGE4.FUSE_METHOD"),
-    (["MODEL.EXTRA.FINAL_CONV_KERNEL", "5"], "MODEL.EXTRA.FINAL_CONV_KERNEL"),
-    (["DATASET.PROB_HALF_BODY", "1.5"], "DATASET.PROB_HALF_BODY"),
-])
+@pytest.mark.parametrize(
+    "opts, key",
+    [
+        (["MODEL.IMAGE_SIZE", "[96]"], "MODEL.IMAGE_SIZE"),
+        (["MODEL.HEATMAP_SIZE", "[24, 30]"], "MODEL.HEATMAP_SIZE"),
+        (["MODEL.IMAGE_SIZE", "[80, 128]", "MODEL.HEATMAP_SIZE", "[20, 32]"], "MODEL.IMAGE_SIZE"),
+        (["MODEL.TARGET_TYPE", "offset"], "MODEL.TARGET_TYPE"),
+        (["MODEL.NAME", "pose_resnet"], "MODEL.NAME"),
+        (["MODEL.SIGMA", "0"], "MODEL.SIGMA"),
+        (["MODEL.EXTRA.STAGE3.NUM_CHANNELS", "[8, 16]"], "MODEL.EXTRA.STAGE3.NUM_CHANNELS"),
+        (["MODEL.EXTRA.STAGE2.BLOCK", "RESNEXT"], "MODEL.EXTRA.STAGE2.BLOCK"),
+        (["MODEL.EXTRA.STAGE4.FUSE_METHOD", "CAT"], "MODEL.EXTRA.STAGE4.FUSE_METHOD"),
+        (["MODEL.EXTRA.FINAL_CONV_KERNEL", "5"], "MODEL.EXTRA.FINAL_CONV_KERNEL"),
+        (["DATASET.PROB_HALF_BODY", "1.5"], "DATASET.PROB_HALF_BODY"),
+    ],
+)
 def test_bad_values_name_the_key(opts: list[str], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(TINY, opts)
@@ -182,12 +224,18 @@ def test_missing_stage_key_is_named(tmp_path: Path) -> None:
         load_config(path)
 
 
-@pytest.mark.parametrize("old, new, key", [
-    ("    STAGE2:\n      NUM_MODULES: 1\n", "    STAGE2:\n      NUM_MODULE: 1\n",
-     "MODEL.EXTRA.STAGE2.NUM_MODULE"),
-    ("PRINT_FREQ: 100\n", "PRINT_FREQUENCY: 100\n", "PRINT_FREQUENCY"),
-    ("  SIGMA: 2\n", "  SIGMA: 2\n  SIGMAS: 2\n", "MODEL.SIGMAS"),
-])
+@pytest.mark.parametrize(
+    "old, new, key",
+    [
+        (
+            "    STAGE2:\n      NUM_MODULES: 1\n",
+            "    STAGE2:\n      NUM_MODULE: 1\n",
+            "MODEL.EXTRA.STAGE2.NUM_MODULE",
+        ),
+        ("PRINT_FREQ: 100\n", "PRINT_FREQUENCY: 100\n", "PRINT_FREQUENCY"),
+        ("  SIGMA: 2\n", "  SIGMA: 2\n  SIGMAS: 2\n", "MODEL.SIGMAS"),
+    ],
+)
 def test_unknown_keys_are_named(tmp_path: Path, old: str, new: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"unknown config key '{key}'"):
         load_config(official_variant(tmp_path, old, new))

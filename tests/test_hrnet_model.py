@@ -1,4 +1,5 @@
 """PoseHighResolutionNet: official sizes and names, loading, init and forward."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,20 @@ TINY = POSE_CONFIGS / "tiny_synthetic.yaml"
 W32_PARAMS = 28_536_113
 W48_PARAMS = 63_595_745
 STATE_DICT_TENSORS = 1_754
-TOP_LEVEL = ["conv1", "bn1", "conv2", "bn2", "layer1", "transition1", "stage2", "transition2",
-             "stage3", "transition3", "stage4", "final_layer"]
+TOP_LEVEL = [
+    "conv1",
+    "bn1",
+    "conv2",
+    "bn2",
+    "layer1",
+    "transition1",
+    "stage2",
+    "transition2",
+    "stage3",
+    "transition3",
+    "stage4",
+    "final_layer",
+]
 
 
 def meta_model(config: Path) -> PoseHighResolutionNet:
@@ -33,14 +46,18 @@ def num_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("config, expected", [
-    (POSE_CONFIGS / "w32_256x192.yaml", W32_PARAMS),
-    (POSE_CONFIGS / "w32_384x288.yaml", W32_PARAMS),
-    (POSE_CONFIGS / "w48_256x192.yaml", W48_PARAMS),
-    (POSE_CONFIGS / "w48_384x288.yaml", W48_PARAMS),
-    (OFFICIAL / "w32_256x192_adam_lr1e-3.yaml", W32_PARAMS),
-    (OFFICIAL / "w48_384x288_adam_lr1e-3.yaml", W48_PARAMS),
-], ids=lambda v: v.name if isinstance(v, Path) else str(v))
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (POSE_CONFIGS / "w32_256x192.yaml", W32_PARAMS),
+        (POSE_CONFIGS / "w32_384x288.yaml", W32_PARAMS),
+        (POSE_CONFIGS / "w48_256x192.yaml", W48_PARAMS),
+        (POSE_CONFIGS / "w48_384x288.yaml", W48_PARAMS),
+        (OFFICIAL / "w32_256x192_adam_lr1e-3.yaml", W32_PARAMS),
+        (OFFICIAL / "w48_384x288_adam_lr1e-3.yaml", W48_PARAMS),
+    ],
+    ids=lambda v: v.name if isinstance(v, Path) else str(v),
+)
 def test_official_parameter_count_and_state_dict_layout(config: Path, expected: int) -> None:
     model = meta_model(config)
     assert num_params(model) == expected
@@ -101,8 +118,19 @@ def test_tiny_forward_heatmap_shape_and_every_parameter_gets_gradient(tiny_cfg) 
 def test_bottleneck_stages_and_3x3_final_kernel_forward(tiny_cfg) -> None:
     # Bottleneck branches widen 4x, so the next transition must adapt existing
     # branches too (the official configs never exercise this path).
-    cfg = load_config(TINY, ["MODEL.EXTRA.STAGE3.BLOCK", "BOTTLENECK", "MODEL.EXTRA.FINAL_CONV_KERNEL", "3",
-                             "MODEL.EXTRA.STAGE1.BLOCK", "BASIC", "MODEL.EXTRA.STAGE1.NUM_CHANNELS", "[16]"])
+    cfg = load_config(
+        TINY,
+        [
+            "MODEL.EXTRA.STAGE3.BLOCK",
+            "BOTTLENECK",
+            "MODEL.EXTRA.FINAL_CONV_KERNEL",
+            "3",
+            "MODEL.EXTRA.STAGE1.BLOCK",
+            "BASIC",
+            "MODEL.EXTRA.STAGE1.NUM_CHANNELS",
+            "[16]",
+        ],
+    )
     model = build_model(cfg)
     assert model.transition3[0] is not None and model.stage3[0].get_num_inchannels() == [32, 64, 128]
     out = model(torch.randn(1, 3, 128, 96))
@@ -174,8 +202,9 @@ def test_pretrained_loads_only_the_listed_prefixes(tiny_cfg, tmp_path: Path) -> 
     path = tmp_path / "imagenet.pth"
     torch.save({f"module.{k}": v for k, v in donor.state_dict().items()}, path)
 
-    cfg = load_config(TINY, ["MODEL.PRETRAINED", str(path),
-                             "MODEL.EXTRA.PRETRAINED_LAYERS", "['conv1', 'layer1']"])
+    cfg = load_config(
+        TINY, ["MODEL.PRETRAINED", str(path), "MODEL.EXTRA.PRETRAINED_LAYERS", "['conv1', 'layer1']"]
+    )
     model = build_model(cfg)
     assert torch.all(model.conv1.weight == 0.5)
     assert torch.all(model.layer1[0].conv2.weight == 0.5)

@@ -11,6 +11,7 @@
 - ``harness --help``, ``status``, ``sweep --dry-run`` and ``analyze`` never import torch
   (the light commands not pandas or matplotlib either), checked in a fresh interpreter.
 """
+
 from __future__ import annotations
 
 import ast
@@ -155,13 +156,18 @@ def test_cycle_finder_finds_a_cycle() -> None:
     assert import_cycles({"a": {"b"}, "b": set()}) == []
 
 
-def cycles_through_module_level_imports(graph: dict[str, set[str]],
-                                        module_level: dict[str, set[str]]) -> list[list[str]]:
+def cycles_through_module_level_imports(
+    graph: dict[str, set[str]], module_level: dict[str, set[str]]
+) -> list[list[str]]:
     """The cycles of ``graph`` (every import) that contain a module-level import: an edge
     u -> v lies on a cycle exactly when u and v share a strongly connected component."""
     component = {m: i for i, members in enumerate(import_cycles(graph)) for m in members}
-    bad = {component[u] for u, targets in module_level.items() for v in targets
-           if u in component and component.get(v) == component[u]}
+    bad = {
+        component[u]
+        for u, targets in module_level.items()
+        for v in targets
+        if u in component and component.get(v) == component[u]
+    }
     return [members for i, members in enumerate(import_cycles(graph)) if i in bad]
 
 
@@ -192,10 +198,15 @@ def test_no_import_cycle_through_a_module_level_import() -> None:
 
 
 def test_harness_reaches_workloads_only_through_the_registry() -> None:
-    offenders = {m: sorted(t for t in imports_of(m) if t.split(".")[0] in WORKLOAD_PACKAGES)
-                 for m in MODULES if m.split(".")[0] == "harness"}
-    unlisted = {m: [t for t in targets if t not in DIRECT_WORKLOAD_IMPORTS.get(m, ())]
-                for m, targets in offenders.items()}
+    offenders = {
+        m: sorted(t for t in imports_of(m) if t.split(".")[0] in WORKLOAD_PACKAGES)
+        for m in MODULES
+        if m.split(".")[0] == "harness"
+    }
+    unlisted = {
+        m: [t for t in targets if t not in DIRECT_WORKLOAD_IMPORTS.get(m, ())]
+        for m, targets in offenders.items()
+    }
     assert {m: t for m, t in unlisted.items() if t} == {}
     assert [m for m in DIRECT_WORKLOAD_IMPORTS if not offenders.get(m)] == []  # the list only shrinks
     for target in TASKS.values():
@@ -209,11 +220,17 @@ def test_harness_reaches_workloads_only_through_the_registry() -> None:
 
 def test_analysis_imports_no_training_code() -> None:
     allowed = ("analysis", "harness.runformat")
-    training = {m: sorted(t for t in imports_of(m) if t.split(".")[0] != "analysis" and t not in allowed)
-                for m in MODULES if m.split(".")[0] == "analysis"}
+    training = {
+        m: sorted(t for t in imports_of(m) if t.split(".")[0] != "analysis" and t not in allowed)
+        for m in MODULES
+        if m.split(".")[0] == "analysis"
+    }
     assert {m: t for m, t in training.items() if t} == {}
-    assert "import" not in "".join(line for line in (REPO / "harness/__init__.py").read_text().splitlines()
-                                   if not line.lstrip().startswith(("#", '"', "'")))
+    assert "import" not in "".join(
+        line
+        for line in (REPO / "harness/__init__.py").read_text().splitlines()
+        if not line.lstrip().startswith(("#", '"', "'"))
+    )
 
 
 def test_pose_name_lists_match_the_registries() -> None:
@@ -238,8 +255,9 @@ print(json.dumps({"code": code, "loaded": [m for m in heavy if m in sys.modules]
 
 def harness_in_fresh_interpreter(*args: str) -> dict:
     """Run ``harness ARGS`` in a new interpreter; its exit code and which heavy modules it loaded."""
-    proc = subprocess.run([sys.executable, "-c", _PROBE, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -249,23 +267,43 @@ def sweep_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("light")
     finished = write_sweep(root, "done", [{"gpus": 1}, {"gpus": 2}])
     watched = root / "watched"
-    manifest = {"version": 1, "name": "watched", "backend": "local", "arrays": [],
-                "runs": {"ddp-g1-b32-s0": {"name": "ddp-g1-b32-s0", "job_id": None, "submissions": []}}}
+    manifest = {
+        "version": 1,
+        "name": "watched",
+        "backend": "local",
+        "arrays": [],
+        "runs": {"ddp-g1-b32-s0": {"name": "ddp-g1-b32-s0", "job_id": None, "submissions": []}},
+    }
     atomic_write_json(watched / "runs" / "ddp-g1-b32-s0" / "status.json", {"state": "completed"})
     write_manifest(watched, manifest)
     return {"finished": finished, "watched": watched, "root": root}
 
 
 @pytest.mark.parametrize("command", ["--help", "status", "sweep-dry-run-fer", "sweep-dry-run-pose"])
-def test_light_commands_import_no_torch_pandas_or_matplotlib(command: str,
-                                                             sweep_dirs: dict[str, Path]) -> None:
+def test_light_commands_import_no_torch_pandas_or_matplotlib(
+    command: str, sweep_dirs: dict[str, Path]
+) -> None:
     args = {
         "--help": ["--help"],
         "status": ["status", str(sweep_dirs["watched"])],
-        "sweep-dry-run-fer": ["sweep", "configs/sweeps/fer_synthetic.yaml", "--backend", "local", "--dry-run",
-                              "--root", str(sweep_dirs["root"])],
-        "sweep-dry-run-pose": ["sweep", "configs/sweeps/hrnet_synthetic.yaml", "--backend", "local",
-                               "--dry-run", "--root", str(sweep_dirs["root"])],
+        "sweep-dry-run-fer": [
+            "sweep",
+            "configs/sweeps/fer_synthetic.yaml",
+            "--backend",
+            "local",
+            "--dry-run",
+            "--root",
+            str(sweep_dirs["root"]),
+        ],
+        "sweep-dry-run-pose": [
+            "sweep",
+            "configs/sweeps/hrnet_synthetic.yaml",
+            "--backend",
+            "local",
+            "--dry-run",
+            "--root",
+            str(sweep_dirs["root"]),
+        ],
     }[command]
     result = harness_in_fresh_interpreter(*args)
     assert result["code"] == 0
@@ -273,8 +311,9 @@ def test_light_commands_import_no_torch_pandas_or_matplotlib(command: str,
 
 
 def test_analyze_imports_no_torch(sweep_dirs: dict[str, Path], tmp_path: Path) -> None:
-    result = harness_in_fresh_interpreter("analyze", str(sweep_dirs["finished"]), "--out", str(tmp_path),
-                                          "--format", "png")
+    result = harness_in_fresh_interpreter(
+        "analyze", str(sweep_dirs["finished"]), "--out", str(tmp_path), "--format", "png"
+    )
     assert result["code"] == 0 and (tmp_path / "report.md").is_file()
     assert "pandas" in result["loaded"]  # it did the work ...
     assert "torch" not in result["loaded"]  # ... without the training stack

@@ -3,6 +3,7 @@ DDP shape and a two-node DDP shape, rendered exactly as submitit would write the
 
 Regenerate the golden files after an intended change with
 ``UPDATE_GOLDEN=1 pytest tests/test_launcher_dryrun.py`` and review the diff."""
+
 from __future__ import annotations
 
 import io
@@ -20,9 +21,19 @@ from harness.launcher.sweep_ops import launch_sweep
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
 PROFILE = {
-    "name": "golden-gpu", "partition": "gpu", "account": "proj", "qos": "normal", "gpus_per_node": 4,
-    "cpus_per_task": 6, "mem_per_gpu_gb": 32, "timeout_min": 120, "signal_delay_s": 120, "max_num_timeout": 5,
-    "max_array_size": 1000, "array_parallelism": 8, "python": "python",
+    "name": "golden-gpu",
+    "partition": "gpu",
+    "account": "proj",
+    "qos": "normal",
+    "gpus_per_node": 4,
+    "cpus_per_task": 6,
+    "mem_per_gpu_gb": 32,
+    "timeout_min": 120,
+    "signal_delay_s": 120,
+    "max_num_timeout": 5,
+    "max_array_size": 1000,
+    "array_parallelism": 8,
+    "python": "python",
     "setup": ["module load cuda/12.4", "source /opt/venv/bin/activate"],
 }
 
@@ -32,10 +43,18 @@ def spec_and_profile(tmp_path: Path):
     profile_path = tmp_path / "golden-gpu.yaml"
     profile_path.write_text(yaml.safe_dump(PROFILE))
     spec_path = tmp_path / "golden.yaml"
-    spec_path.write_text(yaml.safe_dump({
-        "name": "golden", "base": str(REPO / "configs" / "fer" / "effnet_b0_synthetic.yaml"),
-        "grid": {"strategy": ["dp", "ddp"], "gpus": [4, 8]}, "repeats": 2,
-        "exclude": [{"strategy": "dp", "gpus": 8}]}, sort_keys=False))
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "golden",
+                "base": str(REPO / "configs" / "fer" / "effnet_b0_synthetic.yaml"),
+                "grid": {"strategy": ["dp", "ddp"], "gpus": [4, 8]},
+                "repeats": 2,
+                "exclude": [{"strategy": "dp", "gpus": 8}],
+            },
+            sort_keys=False,
+        )
+    )
     return spec_path, profile_path
 
 
@@ -70,8 +89,9 @@ def test_dry_run_prints_plan_and_scripts_and_submits_nothing(tmp_path: Path, spe
     spec_path, profile_path = spec_and_profile
     out = io.StringIO()
     root = tmp_path / "root"
-    launch_sweep(str(spec_path), backend="slurm", cluster=str(profile_path), root=str(root), dry_run=True,
-                 out=out)
+    launch_sweep(
+        str(spec_path), backend="slurm", cluster=str(profile_path), root=str(root), dry_run=True, out=out
+    )
     text = out.getvalue()
     assert not root.exists()  # nothing written, nothing submitted
     assert "3 sbatch call(s) on cluster profile 'golden-gpu'" in text

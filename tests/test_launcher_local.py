@@ -1,6 +1,7 @@
 """The local backend: the small synthetic sweep runs on this machine, detached
 from the launching process, one run after another on CPU. Cancelling a queued
 run and resubmitting it goes through the same path as on Slurm."""
+
 from __future__ import annotations
 
 import io
@@ -23,9 +24,15 @@ def local_sweep(tmp_path_factory: pytest.TempPathFactory, fer_csv_root: str) -> 
     """The small synthetic sweep run by the local backend (with a cancel and a resubmit)."""
     tmp_path = tmp_path_factory.mktemp("local")
     spec = tmp_path / "local_sweep.yaml"
-    spec.write_text(yaml.safe_dump({
-        "_BASE_": str(REPO / "configs" / "sweeps" / "fer_synthetic.yaml"), "name": "local_sweep",
-        "overrides": {"DATASET.ROOT": fer_csv_root, "LOG.WANDB.MODE": "disabled"}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "_BASE_": str(REPO / "configs" / "sweeps" / "fer_synthetic.yaml"),
+                "name": "local_sweep",
+                "overrides": {"DATASET.ROOT": fer_csv_root, "LOG.WANDB.MODE": "disabled"},
+            }
+        )
+    )
     sweep_dir = launch_sweep(str(spec), backend="local", root=str(tmp_path), out=io.StringIO())
     manifest = json.loads((sweep_dir / "manifest.json").read_text())
     queue_ids = {run["job_id"] for run in manifest["runs"].values()}

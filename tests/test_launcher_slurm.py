@@ -3,6 +3,7 @@
 The cluster fixtures skip these tests with a reason where Slurm cannot be
 installed (and fail in CI). Runs use the synthetic FER set and tiny settings.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,12 +27,15 @@ WAIT_S = 300
 
 
 # ------------------------------------------------------------------ helpers
-def write_spec(directory: Path, name: str, data_root: str, grid: dict[str, Any] | None = None,
-               **overrides: Any) -> Path:
+def write_spec(
+    directory: Path, name: str, data_root: str, grid: dict[str, Any] | None = None, **overrides: Any
+) -> Path:
     """A spec on top of the shipped synthetic FER sweep, reading ``data_root``."""
-    spec: dict[str, Any] = {"_BASE_": str(SYNTH_SWEEP), "name": name,
-                            "overrides": {"DATASET.ROOT": data_root, "LOG.WANDB.MODE": "disabled",
-                                          **overrides}}
+    spec: dict[str, Any] = {
+        "_BASE_": str(SYNTH_SWEEP),
+        "name": name,
+        "overrides": {"DATASET.ROOT": data_root, "LOG.WANDB.MODE": "disabled", **overrides},
+    }
     if grid is not None:
         spec["grid"] = grid
     path = directory / f"{name}.yaml"
@@ -58,12 +62,17 @@ def sacct_states(job_ids: list[str], timeout_s: float = 60) -> dict[str, str]:
     bases = sorted({j.split("_")[0] for j in job_ids})
     deadline = time.time() + timeout_s
     while True:
-        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "--jobs", ",".join(bases)],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "--jobs", ",".join(bases)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         states = dict(line.split("|")[:2] for line in out.splitlines() if line)
         found = {j: states.get(j, "") for j in job_ids}
-        if time.time() > deadline or not any(s in ("", "PENDING", "RUNNING", "COMPLETING")
-                                             for s in found.values()):
+        if time.time() > deadline or not any(
+            s in ("", "PENDING", "RUNNING", "COMPLETING") for s in found.values()
+        ):
             return found
         time.sleep(1)
 
@@ -95,8 +104,9 @@ def cluster(slurm_cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 
 # -------------------------------------------------------------------- tests
-def test_sweep_completes_one_array_per_shape(cluster: str, tmp_path: Path, fer_csv_root: str,
-                                             capsys: pytest.CaptureFixture) -> None:
+def test_sweep_completes_one_array_per_shape(
+    cluster: str, tmp_path: Path, fer_csv_root: str, capsys: pytest.CaptureFixture
+) -> None:
     spec = write_spec(tmp_path, "slurm_sweep", fer_csv_root)
     root = tmp_path / "sweeps"
     sweep_dir = launch_sweep(str(spec), backend="slurm", cluster=cluster, root=str(root), out=io.StringIO())
@@ -105,10 +115,13 @@ def test_sweep_completes_one_array_per_shape(cluster: str, tmp_path: Path, fer_c
     assert {r.name: r.state for r in rows} == dict.fromkeys(names, "completed")
     manifest = read_manifest(sweep_dir)
     assert manifest["sbatch_calls"] == 2 and len(manifest["arrays"]) == 2
-    shapes = {a["array_job_id"]: (a["shape"]["tasks_per_node"], sorted(a["runs"]))
-              for a in manifest["arrays"]}
-    assert sorted(shapes.values()) == [(1, ["ddp-g1-b16-s0", "ddp-g1-b32-s0"]),
-                                       (2, ["ddp-g2-b16-s0", "ddp-g2-b32-s0"])]
+    shapes = {
+        a["array_job_id"]: (a["shape"]["tasks_per_node"], sorted(a["runs"])) for a in manifest["arrays"]
+    }
+    assert sorted(shapes.values()) == [
+        (1, ["ddp-g1-b16-s0", "ddp-g1-b32-s0"]),
+        (2, ["ddp-g2-b16-s0", "ddp-g2-b32-s0"]),
+    ]
     job_ids = sorted(run["job_id"] for run in manifest["runs"].values())
     assert all(re.fullmatch(r"\d+_[01]", j) for j in job_ids)
     for name, run in manifest["runs"].items():  # each run links its job's task logs
@@ -123,11 +136,13 @@ def test_sweep_completes_one_array_per_shape(cluster: str, tmp_path: Path, fer_c
     # What was submitted is what the dry run prints.
     profile = load_profile(cluster)
     for array in manifest["arrays"]:
-        submitted = (sweep_dir / "slurm" / array["array_job_id"] /
-                     f"{array['array_job_id']}_submission.sh").read_text()
+        submitted = (
+            sweep_dir / "slurm" / array["array_job_id"] / f"{array['array_job_id']}_submission.sh"
+        ).read_text()
         runs = [manifest["runs"][n] for n in array["runs"]]
-        assert submitted == render_sbatch(sweep_dir, ArrayChunk(Shape(**array["shape"]), runs), profile,
-                                          "slurm_sweep")
+        assert submitted == render_sbatch(
+            sweep_dir, ArrayChunk(Shape(**array["shape"]), runs), profile, "slurm_sweep"
+        )
 
     # The CLI tells the same; a second `harness sweep` submits nothing.
     code, out = harness(capsys, "status", str(sweep_dir), "--json")
@@ -139,11 +154,17 @@ def test_sweep_completes_one_array_per_shape(cluster: str, tmp_path: Path, fer_c
 
 
 def test_failed_run_shows_traceback_and_resubmit_reruns_only_it(
-        cluster: str, tmp_path: Path, fer_csv_root: str, capsys: pytest.CaptureFixture) -> None:
-    spec = write_spec(tmp_path, "crash", fer_csv_root, grid={"gpus": [1], "batch_size_per_gpu": [16],
-                                                             "FAULT.CRASH_AT_STEP": [-1, 2]})
-    sweep_dir = launch_sweep(str(spec), backend="slurm", cluster=cluster, root=str(tmp_path),
-                             out=io.StringIO())
+    cluster: str, tmp_path: Path, fer_csv_root: str, capsys: pytest.CaptureFixture
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "crash",
+        fer_csv_root,
+        grid={"gpus": [1], "batch_size_per_gpu": [16], "FAULT.CRASH_AT_STEP": [-1, 2]},
+    )
+    sweep_dir = launch_sweep(
+        str(spec), backend="slurm", cluster=cluster, root=str(tmp_path), out=io.StringIO()
+    )
     rows = {r.name: r for r in wait_for_sweep(sweep_dir, poll_s=2, timeout_s=WAIT_S)}
     ok, bad = "ddp-g1-b16-crash_at_step=-1-s0", "ddp-g1-b16-crash_at_step=2-s0"
     assert rows[ok].state == "completed" and rows[bad].state == "failed"
@@ -166,17 +187,24 @@ def _wandb_ids(run_dir: Path) -> list[str]:
     return [p.name.rsplit("-", 1)[-1] for p in sorted((run_dir / "wandb").glob("offline-run-*"))]
 
 
-def test_preemption_signal_requeues_and_resumes_mid_epoch(cluster: str, tmp_path: Path,
-                                                          fer_csv_root: str) -> None:
+def test_preemption_signal_requeues_and_resumes_mid_epoch(
+    cluster: str, tmp_path: Path, fer_csv_root: str
+) -> None:
     # One epoch of 40 steps: the signal, sent at step 2, lands well inside it.
-    settings = {"TRAIN.EPOCHS": 1, "TRAIN.MAX_STEPS_PER_EPOCH": 40, "LOG.WANDB.MODE": "offline",
-                "LOG.EVERY_N_STEPS": 1}
+    settings = {
+        "TRAIN.EPOCHS": 1,
+        "TRAIN.MAX_STEPS_PER_EPOCH": 40,
+        "LOG.WANDB.MODE": "offline",
+        "LOG.EVERY_N_STEPS": 1,
+    }
     grid = {"gpus": [1], "batch_size_per_gpu": [8]}
     reference = write_spec(tmp_path, "reference", fer_csv_root, grid=grid, **settings)
     interrupted = write_spec(tmp_path, "interrupted", fer_csv_root, grid=grid, **settings)
     root = tmp_path / "sweeps"
-    ref_dir, int_dir = (launch_sweep(str(spec), backend="slurm", cluster=cluster, root=str(root),
-                                     out=io.StringIO()) for spec in (reference, interrupted))
+    ref_dir, int_dir = (
+        launch_sweep(str(spec), backend="slurm", cluster=cluster, root=str(root), out=io.StringIO())
+        for spec in (reference, interrupted)
+    )
     run = "ddp-g1-b8-s0"
     job_id = read_manifest(int_dir)["runs"][run]["job_id"]
     deadline = time.time() + WAIT_S
@@ -197,20 +225,24 @@ def test_preemption_signal_requeues_and_resumes_mid_epoch(cluster: str, tmp_path
     reference_val = val_records(ref_dir / "runs" / run)
     interrupted_val = val_records(int_dir / "runs" / run)
     metrics = [k for k in reference_val[-1] if k.startswith("val/")]
-    assert metrics and [{k: r[k] for k in metrics} for r in interrupted_val] == \
-        [{k: r[k] for k in metrics} for r in reference_val]
+    assert metrics and [{k: r[k] for k in metrics} for r in interrupted_val] == [
+        {k: r[k] for k in metrics} for r in reference_val
+    ]
 
     ids = _wandb_ids(int_dir / "runs" / run)
     assert len(ids) == 2 and len(set(ids)) == 1, ids  # two attempts, one W&B run
 
 
-def test_two_node_ddp_run_completes(slurm_cluster_2nodes, monkeypatch: pytest.MonkeyPatch,
-                                    tmp_path: Path, fer_csv_root: str) -> None:
+def test_two_node_ddp_run_completes(
+    slurm_cluster_2nodes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fer_csv_root: str
+) -> None:
     profile = _client_profile(slurm_cluster_2nodes, monkeypatch, tmp_path, "test-2nodes")
-    spec = write_spec(tmp_path, "two_nodes", fer_csv_root, grid={"gpus": [2], "nodes": [2],
-                                                                 "batch_size_per_gpu": [16]})
-    sweep_dir = launch_sweep(str(spec), backend="slurm", cluster=str(profile), root=str(tmp_path),
-                             out=io.StringIO())
+    spec = write_spec(
+        tmp_path, "two_nodes", fer_csv_root, grid={"gpus": [2], "nodes": [2], "batch_size_per_gpu": [16]}
+    )
+    sweep_dir = launch_sweep(
+        str(spec), backend="slurm", cluster=str(profile), root=str(tmp_path), out=io.StringIO()
+    )
     rows = wait_for_sweep(sweep_dir, poll_s=2, timeout_s=WAIT_S)
     assert [(r.name, r.state) for r in rows] == [("ddp-g2-n2-b16-s0", "completed")]
     run_json = json.loads((sweep_dir / "runs" / "ddp-g2-n2-b16-s0" / "run.json").read_text())

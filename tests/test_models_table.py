@@ -1,5 +1,6 @@
 """Models table (issue 11): FER backbones, val/roc_auc, harness eval, bench-model, predict,
 validation pictures and the fer_models sweep joined by `harness analyze --models`."""
+
 from __future__ import annotations
 
 import json
@@ -17,13 +18,31 @@ from efficientnet.metrics import roc_auc_ovr
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-POSE_FAST = ["MODEL.IMAGE_SIZE", "[64, 96]", "MODEL.HEATMAP_SIZE", "[16, 24]", "TRAIN.EPOCHS", "1",
-             "EVAL.VIS_SAMPLES", "3", "TRAIN.BATCH_SIZE_PER_GPU", "4", "EVAL.BATCH_SIZE_PER_GPU", "4"]
+POSE_FAST = [
+    "MODEL.IMAGE_SIZE",
+    "[64, 96]",
+    "MODEL.HEATMAP_SIZE",
+    "[16, 24]",
+    "TRAIN.EPOCHS",
+    "1",
+    "EVAL.VIS_SAMPLES",
+    "3",
+    "TRAIN.BATCH_SIZE_PER_GPU",
+    "4",
+    "EVAL.BATCH_SIZE_PER_GPU",
+    "4",
+]
 
 
 def _harness(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=ENV, capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -58,8 +77,10 @@ def test_roc_auc_matches_pairwise_definition() -> None:
     expected = []
     for c in range(4):
         pos, neg = probs[targets == c, c], probs[targets != c, c]
-        expected.append(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum())
-                        / (len(pos) * len(neg)))
+        expected.append(
+            ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum())
+            / (len(pos) * len(neg))
+        )
     assert roc_auc_ovr(probs, targets) == pytest.approx(np.mean(expected), abs=1e-12)
     assert roc_auc_ovr(np.eye(3)[[0, 1, 2, 0]], np.array([0, 1, 2, 0])) == 1.0
 
@@ -69,8 +90,14 @@ def test_bench_model_checks_exports_then_times(tmp_path: Path) -> None:
     from harness.benchmodel.measure import BenchSettings, bench_entry
     from harness.benchmodel.report import write_outputs
 
-    settings = BenchSettings(runtimes=("eager", "onnxruntime", "openvino", "fp16"), batches=(1, 2), warmup=1,
-                             iters=2, device=torch.device("cpu"), threads=1)
+    settings = BenchSettings(
+        runtimes=("eager", "onnxruntime", "openvino", "fp16"),
+        batches=(1, 2),
+        warmup=1,
+        iters=2,
+        device=torch.device("cpu"),
+        threads=1,
+    )
     (entry,) = resolve_models("tiny_cnn")
     rows = bench_entry(entry, (48, 48), settings)
     by_runtime = {r["runtime"]: r for r in rows}
@@ -97,18 +124,47 @@ def test_eval_reproduces_training_validation_on_synthetic_coco(tmp_path: Path) -
     root = tmp_path / "coco"
     generate(str(root), SynthSpec(train_images=8, val_images=4, seed=3))
     config = str(REPO / "configs/pose/tiny_synthetic.yaml")
-    data = ["DATASET.ROOT", str(root), "TEST.COCO_BBOX_FILE",
-            str(root / "person_detection_results/COCO_val_detections.json")]
-    _harness("train", "--config", config, "--output-dir", str(tmp_path), "--run-name", "train",
-             *data, *POSE_FAST, cwd=tmp_path)
+    data = [
+        "DATASET.ROOT",
+        str(root),
+        "TEST.COCO_BBOX_FILE",
+        str(root / "person_detection_results/COCO_val_detections.json"),
+    ]
+    _harness(
+        "train",
+        "--config",
+        config,
+        "--output-dir",
+        str(tmp_path),
+        "--run-name",
+        "train",
+        *data,
+        *POSE_FAST,
+        cwd=tmp_path,
+    )
     train_dir = tmp_path / "train"
     trained = [json.loads(x) for x in (train_dir / "metrics.jsonl").read_text().splitlines()]
     trained_val = [r for r in trained if r["kind"] == "val"][-1]
     assert list((train_dir / "vis").glob("val-epoch*.png"))
     for strategy, gpus in (("single", "1"), ("ddp", "2")):
-        _harness("eval", "--config", config, "--strategy", strategy, "--gpus", gpus, "--output-dir",
-                 str(tmp_path), "--run-name", f"eval-{strategy}", *data, *POSE_FAST,
-                 "TEST.MODEL_FILE", str(train_dir / "checkpoints/last.pt"), cwd=tmp_path)
+        _harness(
+            "eval",
+            "--config",
+            config,
+            "--strategy",
+            strategy,
+            "--gpus",
+            gpus,
+            "--output-dir",
+            str(tmp_path),
+            "--run-name",
+            f"eval-{strategy}",
+            *data,
+            *POSE_FAST,
+            "TEST.MODEL_FILE",
+            str(train_dir / "checkpoints/last.pt"),
+            cwd=tmp_path,
+        )
         eval_dir = tmp_path / f"eval-{strategy}"
         run = json.loads((eval_dir / "run.json").read_text())
         assert run["evaluate_only"] is True and run["world_size"] == int(gpus)
@@ -126,14 +182,37 @@ def test_eval_reproduces_training_validation_on_synthetic_coco(tmp_path: Path) -
     # An official-layout file ({"state_dict": ...} with DataParallel's "module." prefix) loads too.
     state = torch.load(train_dir / "checkpoints/last.pt", weights_only=False)["model"]
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "official.pth")
-    _harness("eval", "--config", config, "--output-dir", str(tmp_path), "--run-name", "eval-official", *data,
-             *POSE_FAST, "TEST.MODEL_FILE", str(tmp_path / "official.pth"), cwd=tmp_path)
+    _harness(
+        "eval",
+        "--config",
+        config,
+        "--output-dir",
+        str(tmp_path),
+        "--run-name",
+        "eval-official",
+        *data,
+        *POSE_FAST,
+        "TEST.MODEL_FILE",
+        str(tmp_path / "official.pth"),
+        cwd=tmp_path,
+    )
     (record,) = [json.loads(x) for x in (tmp_path / "eval-official/metrics.jsonl").read_text().splitlines()]
     assert record["val/AP"] == pytest.approx(trained_val["val/AP"], abs=1e-9)
     # predict: the skeleton over each validation image.
-    _harness("predict", "--config", config, "--images", str(root / "images/val"), "--out",
-             str(tmp_path / "pred"), *data, *POSE_FAST, "TEST.MODEL_FILE",
-             str(train_dir / "checkpoints/last.pt"), cwd=tmp_path)
+    _harness(
+        "predict",
+        "--config",
+        config,
+        "--images",
+        str(root / "images/val"),
+        "--out",
+        str(tmp_path / "pred"),
+        *data,
+        *POSE_FAST,
+        "TEST.MODEL_FILE",
+        str(train_dir / "checkpoints/last.pt"),
+        cwd=tmp_path,
+    )
     assert len(list((tmp_path / "pred").glob("*.png"))) == 4 + 1  # one per image and the grid
 
 
@@ -141,10 +220,21 @@ def test_eval_reproduces_training_validation_on_synthetic_coco(tmp_path: Path) -
 def test_fer_models_sweep_gives_the_models_table(tmp_path: Path) -> None:
     """The short fer_models sweep (train + bench-model per backbone) through the local
     backend, then `harness analyze --models` joins them per model."""
-    _harness("data", "synth-fer", "data/synth_fer", "--n", "300", "--format", "csv", "--seed", "0",
-             cwd=tmp_path)
-    _harness("sweep", str(REPO / "configs/sweeps/fer_models_short.yaml"), "--backend", "local",
-             "--root", "sw", "--wait", "--poll", "2", cwd=tmp_path)
+    _harness(
+        "data", "synth-fer", "data/synth_fer", "--n", "300", "--format", "csv", "--seed", "0", cwd=tmp_path
+    )
+    _harness(
+        "sweep",
+        str(REPO / "configs/sweeps/fer_models_short.yaml"),
+        "--backend",
+        "local",
+        "--root",
+        "sw",
+        "--wait",
+        "--poll",
+        "2",
+        cwd=tmp_path,
+    )
     sweep = tmp_path / "sw/fer_models_short"
     _harness("analyze", "--models", str(sweep), "--out", str(tmp_path / "table"), cwd=tmp_path)
     import pandas as pd
@@ -165,7 +255,18 @@ def test_fer_models_sweep_gives_the_models_table(tmp_path: Path) -> None:
 
     Image.fromarray((np.random.default_rng(0).random((48, 48)) * 255).astype(np.uint8)).save(faces / "a.png")
     tiny = next(d for d in train_runs if "tiny_cnn" in d.name)
-    _harness("predict", "--config", str(REPO / "configs/fer/effnet_b0_synthetic.yaml"), "--images",
-             str(tmp_path / "faces"), "--out", str(tmp_path / "pred"), "MODEL.NAME", "tiny_cnn",
-             "TEST.MODEL_FILE", str(tiny / "checkpoints/last.pt"), cwd=tmp_path)
+    _harness(
+        "predict",
+        "--config",
+        str(REPO / "configs/fer/effnet_b0_synthetic.yaml"),
+        "--images",
+        str(tmp_path / "faces"),
+        "--out",
+        str(tmp_path / "pred"),
+        "MODEL.NAME",
+        "tiny_cnn",
+        "TEST.MODEL_FILE",
+        str(tiny / "checkpoints/last.pt"),
+        cwd=tmp_path,
+    )
     assert (tmp_path / "pred/a.png").is_file() and (tmp_path / "pred/grid.png").is_file()

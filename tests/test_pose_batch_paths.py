@@ -1,5 +1,6 @@
 """The batch-vectorised pose paths equal their per-person forms: heatmap targets and
 the inverse crop of get_final_preds."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,9 @@ def test_batch_targets_equal_per_person_targets() -> None:
         peaks = target.reshape(6, 17, -1).max(axis=2)
         assert (peaks[weight[..., 0] == 0] == 0).all() and (peaks[weight[..., 0] > 0] > 0).all()
         # A labelled joint well inside the map peaks at exactly 1 on its nearest pixel.
-        inside = ((joints[..., 0] > 20) & (joints[..., 0] < 172)
-                  & (joints[..., 1] > 20) & (joints[..., 1] < 236))
+        inside = (
+            (joints[..., 0] > 20) & (joints[..., 0] < 172) & (joints[..., 1] > 20) & (joints[..., 1] < 236)
+        )
         np.testing.assert_allclose(peaks[inside & (vis > 0)], 1.0, rtol=1e-6)
 
 
@@ -35,5 +37,6 @@ def test_closed_form_inverse_crop_equals_the_three_point_affine() -> None:
     scale = rng.uniform(0.3, 4.0, size=(5, 2))
     batch = transform_preds_batch(coords, center, scale, (48, 64))
     for i in range(5):
-        np.testing.assert_allclose(batch[i], transform_preds(coords[i], center[i], scale[i], (48, 64)),
-                                   rtol=0, atol=1e-4)  # the 3-point form rounds to float32
+        np.testing.assert_allclose(
+            batch[i], transform_preds(coords[i], center[i], scale[i], (48, 64)), rtol=0, atol=1e-4
+        )  # the 3-point form rounds to float32

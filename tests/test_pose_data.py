@@ -1,4 +1,5 @@
 """COCO keypoint dataset: reading, augmentation consistency, determinism, clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,27 @@ def _cfg(root: str, *opts: str):
 
 def test_synth_cli_writes_exact_coco_format(tmp_path) -> None:
     out = tmp_path / "coco"
-    proc = subprocess.run([sys.executable, "-m", "harness", "data", "synth-coco", str(out), "--images", "6",
-                           "--val-images", "3", "--seed", "1", "--size", "160x120"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "data",
+            "synth-coco",
+            str(out),
+            "--images",
+            "6",
+            "--val-images",
+            "3",
+            "--seed",
+            "1",
+            "--size",
+            "160x120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     for image_set, count in (("train", 6), ("val", 3)):
         path = out / "annotations" / f"person_keypoints_{image_set}.json"
@@ -46,8 +65,11 @@ def test_synth_cli_writes_exact_coco_format(tmp_path) -> None:
         category = coco.loadCats(1)[0]
         assert category["keypoints"] == list(COCO_KEYPOINT_NAMES) and len(category["skeleton"]) == 19
         anns = coco.dataset["annotations"]
-        assert anns and all(1 <= len([a for a in anns if a["image_id"] == i]) <= 3 for i in coco.getImgIds()
-                             if coco.getAnnIds(imgIds=i))
+        assert anns and all(
+            1 <= len([a for a in anns if a["image_id"] == i]) <= 3
+            for i in coco.getImgIds()
+            if coco.getAnnIds(imgIds=i)
+        )
         for ann in anns:
             kpts = np.asarray(ann["keypoints"]).reshape(17, 3)
             assert set(kpts[:, 2].tolist()) <= {0, 1, 2}
@@ -60,8 +82,9 @@ def test_synth_cli_writes_exact_coco_format(tmp_path) -> None:
         assert coco.imgs[coco.getImgIds()[0]]["width"] == 160
     with open(out / DETECTIONS_FILE.format("val")) as f:
         detections = json.load(f)
-    assert {d["image_id"] for d in detections} <= set(COCO(str(out / "annotations/person_keypoints_val.json"))
-                                                       .getImgIds())
+    assert {d["image_id"] for d in detections} <= set(
+        COCO(str(out / "annotations/person_keypoints_val.json")).getImgIds()
+    )
     assert all(d["category_id"] == 1 and 0 < d["score"] <= 1 for d in detections)
 
 
@@ -79,7 +102,8 @@ def test_training_skips_crowd_and_keypointless_persons(synth_root: str, tmp_path
     dataset = COCOKeypoints(_cfg(str(root)), "train", is_train=True)
     assert len(dataset) == persons
     assert len(COCOKeypoints(_cfg(synth_root), "val", is_train=False)) == len(
-        COCO(os.path.join(synth_root, "annotations", "person_keypoints_val.json")).getAnnIds())
+        COCO(os.path.join(synth_root, "annotations", "person_keypoints_val.json")).getAnnIds()
+    )
 
 
 def test_items_collate_and_augmentation_depends_only_on_seed_epoch_index(synth_root: str) -> None:
@@ -113,13 +137,24 @@ def test_color_order_follows_color_rgb(synth_root: str) -> None:
 
 
 @pytest.mark.parametrize("half_body", [0.0, 1.0])
-def test_flip_half_body_and_rotation_keep_keypoints_on_their_labels(synth_root: str,
-                                                                    half_body: float) -> None:
+def test_flip_half_body_and_rotation_keep_keypoints_on_their_labels(
+    synth_root: str, half_body: float
+) -> None:
     """Each labelled limb joint lands on a dot of its own colour in the augmented crop,
     and the left shoulder/hip stay on the image right of the right ones (the figures
     face the camera), so flipped samples swapped their left/right labels."""
-    opts = ["DATASET.FLIP", "True", "DATASET.ROT_FACTOR", "20", "DATASET.SCALE_FACTOR", "0.3",
-            "DATASET.PROB_HALF_BODY", str(half_body), "DATASET.NUM_JOINTS_HALF_BODY", "3"]
+    opts = [
+        "DATASET.FLIP",
+        "True",
+        "DATASET.ROT_FACTOR",
+        "20",
+        "DATASET.SCALE_FACTOR",
+        "0.3",
+        "DATASET.PROB_HALF_BODY",
+        str(half_body),
+        "DATASET.NUM_JOINTS_HALF_BODY",
+        "3",
+    ]
     dataset = COCOKeypoints(_cfg(synth_root, *opts), "train", is_train=True)
     unflipped = COCOKeypoints(_cfg(synth_root, *opts, "DATASET.FLIP", "False"), "train", is_train=True)
     colors = np.array(JOINT_COLORS, dtype=float)
@@ -129,8 +164,10 @@ def test_flip_half_body_and_rotation_keep_keypoints_on_their_labels(synth_root: 
         flips += not torch.equal(item["input"], unflipped[(0, index)]["input"])
         box_center = dataset.centers[index]
         mirrored_center = [128 - 1 - box_center[0], box_center[1]]  # the synthetic images are 128 wide
-        half_crops += not (np.allclose(item["center"].numpy(), box_center)
-                           or np.allclose(item["center"].numpy(), mirrored_center))
+        half_crops += not (
+            np.allclose(item["center"].numpy(), box_center)
+            or np.allclose(item["center"].numpy(), mirrored_center)
+        )
         image = item["input"].permute(1, 2, 0).numpy().astype(float)
         joints = item["joints"].numpy()
         for k in range(5, 17):
@@ -146,8 +183,9 @@ def test_flip_half_body_and_rotation_keep_keypoints_on_their_labels(synth_root: 
         weight = item["target_weight"].numpy()[:, 0]
         hm = joints[:, :2] / 4
         reach = 3 * dataset.sigma + 3  # the gaussian's 3-sigma window, plus slack
-        off_map = ((hm[:, 0] < -reach) | (hm[:, 0] > 24 + reach)
-                   | (hm[:, 1] < -reach) | (hm[:, 1] > 32 + reach))
+        off_map = (
+            (hm[:, 0] < -reach) | (hm[:, 0] > 24 + reach) | (hm[:, 1] < -reach) | (hm[:, 1] > 32 + reach)
+        )
         assert np.all(weight[off_map | (joints[:, 2] == 0)] == 0)
     assert flips > len(dataset) // 4
     assert (half_crops > len(dataset) // 4) == (half_body > 0)
@@ -158,8 +196,9 @@ def test_detection_boxes_for_validation(synth_root: str) -> None:
     bbox_file = os.path.join(synth_root, DETECTIONS_FILE.format("val"))
     with open(bbox_file) as f:
         detections = json.load(f)
-    cfg = _cfg(synth_root, "TEST.USE_GT_BBOX", "False", "TEST.COCO_BBOX_FILE", bbox_file,
-               "TEST.IMAGE_THRE", "0.5")
+    cfg = _cfg(
+        synth_root, "TEST.USE_GT_BBOX", "False", "TEST.COCO_BBOX_FILE", bbox_file, "TEST.IMAGE_THRE", "0.5"
+    )
     dataset = COCOKeypoints(cfg, "val", is_train=False)
     kept = [d for d in detections if d["score"] >= 0.5]
     assert 0 < len(kept) < len(detections)

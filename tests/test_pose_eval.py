@@ -1,4 +1,5 @@
 """COCO keypoint evaluation: our pipeline against pycocotools, and under a 2-rank gloo group."""
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,9 @@ def _gt_persons(coco) -> list[dict]:
     return persons
 
 
-def _add(evaluator: PoseEvaluator, persons: list[dict], indices: list[int], noise: float = 0.0,
-         seed: int = 0) -> None:
+def _add(
+    evaluator: PoseEvaluator, persons: list[dict], indices: list[int], noise: float = 0.0, seed: int = 0
+) -> None:
     for i in indices:
         rng = np.random.default_rng([seed, i])  # per person, so any sharding adds the same noise
         p = persons[i]
@@ -73,8 +75,19 @@ def test_ground_truth_predictions_score_ap_one(synth_root: str) -> None:
 
 def test_ground_truth_heatmaps_through_dataset_and_decoding_score_ap_one(synth_root: str) -> None:
     """Dataset crop -> target heatmaps as the 'network output' -> process -> COCOeval."""
-    cfg = load_config(TINY_CONFIG, ["DATASET.ROOT", synth_root, "MODEL.IMAGE_SIZE", "[192, 256]",
-                                    "MODEL.HEATMAP_SIZE", "[48, 64]", "MODEL.SIGMA", "2.0"])
+    cfg = load_config(
+        TINY_CONFIG,
+        [
+            "DATASET.ROOT",
+            synth_root,
+            "MODEL.IMAGE_SIZE",
+            "[192, 256]",
+            "MODEL.HEATMAP_SIZE",
+            "[48, 64]",
+            "MODEL.SIGMA",
+            "2.0",
+        ],
+    )
     dataset = COCOKeypoints(cfg, "val", is_train=False)
     evaluator = PoseEvaluator(dataset.coco, cfg.TEST.IN_VIS_THRE, cfg.TEST.OKS_THRE)
     for batch in DataLoader(dataset, batch_size=16):
@@ -144,8 +157,13 @@ def test_ddp_gathered_evaluation_equals_single_process(synth_root: str, tmp_path
     expected = single.evaluate()
 
     # fork: the workers need no fresh interpreter (spawn would re-import torch twice).
-    mp.start_processes(_ddp_worker, args=(find_free_port(), synth_root, str(tmp_path)), nprocs=2,
-                       join=True, start_method="fork")
+    mp.start_processes(
+        _ddp_worker,
+        args=(find_free_port(), synth_root, str(tmp_path)),
+        nprocs=2,
+        join=True,
+        start_method="fork",
+    )
     for rank in range(2):
         with open(tmp_path / f"rank{rank}.json") as f:
             assert json.load(f) == pytest.approx(expected, abs=1e-12)

@@ -1,4 +1,5 @@
 """Heatmap targets, decoding, flips and the loss of the pose workload."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,13 +42,13 @@ def _official_target(joints: np.ndarray, vis: np.ndarray, sigma: float) -> tuple
         size = 2 * tmp + 1
         x = np.arange(0, size, 1, np.float32)
         y = x[:, None]
-        g = np.exp(-((x - size // 2) ** 2 + (y - size // 2) ** 2) / (2 * sigma ** 2))
+        g = np.exp(-((x - size // 2) ** 2 + (y - size // 2) ** 2) / (2 * sigma**2))
         gx = max(0, -ul[0]), min(br[0], hm_w) - ul[0]
         gy = max(0, -ul[1]), min(br[1], hm_h) - ul[1]
         ix = max(0, ul[0]), min(br[0], hm_w)
         iy = max(0, ul[1]), min(br[1], hm_h)
         if weight[j] > 0.5:
-            target[j][iy[0]:iy[1], ix[0]:ix[1]] = g[gy[0]:gy[1], gx[0]:gx[1]]
+            target[j][iy[0] : iy[1], ix[0] : ix[1]] = g[gy[0] : gy[1], gx[0] : gx[1]]
     return target, weight
 
 
@@ -66,7 +67,7 @@ def test_vectorised_targets_equal_the_official_loop(sigma: float) -> None:
 def test_invisible_and_off_map_joints_get_zero_weight_and_empty_maps() -> None:
     joints = np.tile([[48.0, 64.0]], (17, 1))
     joints[3] = [-200.0, 64.0]  # far left of the crop: the whole gaussian misses the map
-    joints[4] = [48.0, 500.0]   # far below
+    joints[4] = [48.0, 500.0]  # far below
     vis = np.ones(17)
     vis[7] = 0
     target, weight = generate_heatmaps(joints, vis, IMAGE_SIZE, HEATMAP_SIZE, 2.0)
@@ -179,8 +180,13 @@ def test_joints_mse_loss_matches_the_official_per_joint_loop() -> None:
     output, target = torch.rand(3, 17, 8, 6), torch.rand(3, 17, 8, 6)
     weight = (torch.rand(3, 17, 1) > 0.3).float()
     mse = torch.nn.MSELoss()
-    ref = sum(0.5 * mse(output[:, j].reshape(3, -1) * weight[:, j],
-                        target[:, j].reshape(3, -1) * weight[:, j]) for j in range(17)) / 17
+    ref = (
+        sum(
+            0.5 * mse(output[:, j].reshape(3, -1) * weight[:, j], target[:, j].reshape(3, -1) * weight[:, j])
+            for j in range(17)
+        )
+        / 17
+    )
     assert JointsMSELoss(True)(output, target, weight).item() == pytest.approx(ref.item(), rel=1e-6)
     unweighted = sum(0.5 * mse(output[:, j], target[:, j]) for j in range(17)) / 17
     assert JointsMSELoss(False)(output, target, weight).item() == pytest.approx(unweighted.item(), rel=1e-6)
@@ -189,7 +195,8 @@ def test_joints_mse_loss_matches_the_official_per_joint_loop() -> None:
     changed = output.clone()
     changed[:, 4] += 5
     assert JointsMSELoss(True)(changed, target, weight).item() == pytest.approx(
-        JointsMSELoss(True)(output, target, weight).item(), rel=1e-6)
+        JointsMSELoss(True)(output, target, weight).item(), rel=1e-6
+    )
 
 
 def test_ohkm_loss_averages_the_topk_hardest_joints() -> None:

@@ -1,4 +1,5 @@
 """The person crop against OpenCV itself, and the OKS NMS tie order against the official code."""
+
 from __future__ import annotations
 
 import cv2
@@ -14,8 +15,9 @@ from hrnet.transforms import get_affine_transform, warp_image
 
 
 def _cv2_crop(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0)
+    return cv2.warpAffine(
+        image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
 
 def _official_affine(center, scale, rot, output_size) -> np.ndarray:
@@ -82,8 +84,10 @@ def test_dataset_crop_matches_the_official_pipeline(tmp_path) -> None:
     flip by ``[:, ::-1]``, ``cv2.warpAffine`` with the official float32 affine."""
     root = str(tmp_path / "coco")
     generate(root, SynthSpec(train_images=6, val_images=2, seed=1))
-    cfg = load_config("configs/pose/tiny_synthetic.yaml",
-                      ["DATASET.ROOT", root, "DATASET.COLOR_RGB", "True", "DATASET.ROT_FACTOR", "40"])
+    cfg = load_config(
+        "configs/pose/tiny_synthetic.yaml",
+        ["DATASET.ROOT", root, "DATASET.COLOR_RGB", "True", "DATASET.ROT_FACTOR", "40"],
+    )
     dataset = COCOKeypoints(cfg, "train", is_train=True)
     size = tuple(cfg.MODEL.IMAGE_SIZE)
     flips = 0
@@ -110,6 +114,7 @@ def _official_oks_nms_order(scores: np.ndarray) -> list[int]:
 def _official_soft_oks_nms(keypoints, scores, areas, thresh, max_dets=20) -> list[int]:
     """``lib/nms/nms.py:soft_oks_nms`` of the official repo (gaussian rescoring)."""
     from hrnet.inference import oks_iou
+
     order = scores.argsort(kind="stable")[::-1]
     scores = scores[order]
     keep = []
@@ -117,7 +122,7 @@ def _official_soft_oks_nms(keypoints, scores, areas, thresh, max_dets=20) -> lis
         i = order[0]
         overlap = oks_iou(keypoints[i], keypoints[order[1:]], areas[i], areas[order[1:]])
         order = order[1:]
-        scores = scores[1:] * np.exp(-overlap ** 2 / thresh)
+        scores = scores[1:] * np.exp(-(overlap**2) / thresh)
         tmp = scores.argsort(kind="stable")[::-1]
         order, scores = order[tmp], scores[tmp]
         keep.append(int(i))

@@ -1,4 +1,5 @@
 """A run stopped in mid-epoch and resumed ends exactly like an uninterrupted run."""
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,32 @@ from tests.spine_helpers import FER_SYNTH, fast_opts, model_state, records
 
 # Dropout stays on (the RNG state must be restored too); adamw, warmup and cosine
 # exercise the optimizer and schedule state.
-DROPOUT_RUN = dict(MODEL__DROPOUT=0.3, TRAIN__EPOCHS=2, TRAIN__MAX_STEPS_PER_EPOCH=4,
-              TRAIN__BATCH_SIZE_PER_GPU=8, TRAIN__OPTIMIZER="adamw", TRAIN__LR=0.002,
-              TRAIN__WARMUP_EPOCHS=0.5, TRAIN__SCHEDULER="cosine", LOG__EVERY_N_STEPS=3)
+DROPOUT_RUN = dict(
+    MODEL__DROPOUT=0.3,
+    TRAIN__EPOCHS=2,
+    TRAIN__MAX_STEPS_PER_EPOCH=4,
+    TRAIN__BATCH_SIZE_PER_GPU=8,
+    TRAIN__OPTIMIZER="adamw",
+    TRAIN__LR=0.002,
+    TRAIN__WARMUP_EPOCHS=0.5,
+    TRAIN__SCHEDULER="cosine",
+    LOG__EVERY_N_STEPS=3,
+)
 
 
 def _training_view(run_dir: Path) -> list[tuple]:
     """Everything in metrics.jsonl that must not depend on timing."""
-    keep = ("kind", "step", "epoch", "samples", "train/loss", "train/lr", "val/accuracy", "val/loss",
-            "val/confusion")
+    keep = (
+        "kind",
+        "step",
+        "epoch",
+        "samples",
+        "train/loss",
+        "train/lr",
+        "val/accuracy",
+        "val/loss",
+        "val/confusion",
+    )
     return [tuple(r.get(k) for k in keep) for r in records(run_dir)]
 
 

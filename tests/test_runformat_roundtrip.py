@@ -1,6 +1,7 @@
 """The run format round trip: a real (tiny) `harness train` run directory holds every file
 and field ``harness.runformat`` documents, typed as documented, and the analysis reads it
 back into the same identity. docs/run-format.md names every documented field."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,19 @@ def run_dir(fer_csv_root: str, tmp_path_factory: pytest.TempPathFactory) -> Path
     from harness.spawn import launch  # what `harness train` runs, in this process
 
     out = tmp_path_factory.mktemp("roundtrip")
-    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, out, RUN_NAME="rt", TRAIN__EPOCHS=1,
-                                           TRAIN__MAX_STEPS_PER_EPOCH=3, TRAIN__BATCH_SIZE_PER_GPU=8,
-                                           LOG__EVERY_N_STEPS=1, LOG__WANDB__MODE="disabled"))
+    cfg = load_config(
+        FER_SYNTH,
+        fast_opts(
+            fer_csv_root,
+            out,
+            RUN_NAME="rt",
+            TRAIN__EPOCHS=1,
+            TRAIN__MAX_STEPS_PER_EPOCH=3,
+            TRAIN__BATCH_SIZE_PER_GPU=8,
+            LOG__EVERY_N_STEPS=1,
+            LOG__WANDB__MODE="disabled",
+        ),
+    )
     assert launch(cfg) == "completed"
     return out / "rt"
 
@@ -59,8 +70,11 @@ def test_every_documented_file_and_field_is_written_with_its_type(run_dir: Path)
             assert primary in record and primary.startswith(rf.VAL_PREFIX)
     # Every namespaced key a train or epoch record carries is documented (val/* is the evaluator's).
     keys = {(r["kind"], k) for r in records if r["kind"] != rf.VAL for k in r if "/" in k}
-    undocumented = {(kind, k) for kind, k in keys if kind not in getattr(rf.METRICS.get(k), "kinds", ())
-                    and not k.startswith("memory/peak_")}
+    undocumented = {
+        (kind, k)
+        for kind, k in keys
+        if kind not in getattr(rf.METRICS.get(k), "kinds", ()) and not k.startswith("memory/peak_")
+    }
     assert undocumented == set()
     assert all(rf.metric_unit(k) for _, k in keys if k.startswith(("time/", "throughput/", "memory/")))
 

@@ -1,4 +1,5 @@
 """Real jobs on the local Slurm cluster of slurm/local-cluster.sh (see tests/slurm_cluster_fixture.py)."""
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,9 @@ def test_env_and_status_describe_the_running_cluster(slurm_cluster: LocalSlurmCl
     assert status.returncode == 0, status.stdout + status.stderr
     assert "slurmctld" in status.stdout and "idle" in status.stdout
     # `up` on a running cluster is a no-op that succeeds.
-    again = run_cluster_script("up", slurm_cluster.state_dir, "--nodes", str(len(slurm_cluster.nodes)),
-                               timeout_s=60)
+    again = run_cluster_script(
+        "up", slurm_cluster.state_dir, "--nodes", str(len(slurm_cluster.nodes)), timeout_s=60
+    )
     assert again.returncode == 0 and "already up" in again.stderr
     ports = read_cluster_env(slurm_cluster.state_dir)
     assert len({ports[k] for k in ("SLURMCTLD_PORT", "SLURMD_PORT", "SLURMDBD_PORT", "MARIADB_PORT")}) == 4
@@ -79,10 +81,18 @@ def test_submitit_style_resource_requests_are_accepted(
 ) -> None:
     out = tmp_path / "job.out"
     job_id = submit(
-        slurm_cluster, f"--output={out}", f"--partition={slurm_cluster.partition}",
-        "--nodes=1", "--ntasks-per-node=1", f"--cpus-per-task={os.cpu_count()}", "--mem=2G",
-        "--gpus-per-node=0", "--time=5", "--signal=USR2@90",
-        "--wrap", f"srun {sys.executable} -c 'import sys; print(sys.prefix)'",
+        slurm_cluster,
+        f"--output={out}",
+        f"--partition={slurm_cluster.partition}",
+        "--nodes=1",
+        "--ntasks-per-node=1",
+        f"--cpus-per-task={os.cpu_count()}",
+        "--mem=2G",
+        "--gpus-per-node=0",
+        "--time=5",
+        "--signal=USR2@90",
+        "--wrap",
+        f"srun {sys.executable} -c 'import sys; print(sys.prefix)'",
     )
     assert wait_for_state(slurm_cluster, job_id, TERMINAL_STATES) == "COMPLETED"
     # The job sees the repository's virtual environment: same filesystem, same python.
@@ -92,8 +102,10 @@ def test_submitit_style_resource_requests_are_accepted(
 def test_scancel_signal_reaches_the_job_step(slurm_cluster: LocalSlurmCluster, tmp_path: Path) -> None:
     out = tmp_path / "job.out"
     # Like submitit, the work runs in an srun step; scancel --signal goes to the steps.
-    step = ('trap "echo got USR2; exit 0" USR2; echo ready; '
-            'for i in $(seq 600); do sleep 0.1; done; echo no signal')
+    step = (
+        'trap "echo got USR2; exit 0" USR2; echo ready; '
+        'for i in $(seq 600); do sleep 0.1; done; echo no signal'
+    )
     script = tmp_path / "job.sh"
     script.write_text(f"#!/bin/bash\nsrun bash -c '{step}'\n")
     job_id = submit(slurm_cluster, f"--output={out}", str(script))
@@ -105,8 +117,13 @@ def test_scancel_signal_reaches_the_job_step(slurm_cluster: LocalSlurmCluster, t
 
 def test_scontrol_requeue_runs_the_job_again(slurm_cluster: LocalSlurmCluster, tmp_path: Path) -> None:
     out = tmp_path / "job.out"
-    job_id = submit(slurm_cluster, f"--output={out}", "--open-mode=append", "--wrap",
-                    'echo "run $SLURM_RESTART_COUNT"; [ "${SLURM_RESTART_COUNT:-0}" -ge 1 ] || sleep 60')
+    job_id = submit(
+        slurm_cluster,
+        f"--output={out}",
+        "--open-mode=append",
+        "--wrap",
+        'echo "run $SLURM_RESTART_COUNT"; [ "${SLURM_RESTART_COUNT:-0}" -ge 1 ] || sleep 60',
+    )
     wait_for_text(out, "run")
     slurm_cluster.run("scontrol", "requeue", job_id)
     assert wait_for_state(slurm_cluster, job_id, TERMINAL_STATES) == "COMPLETED"
@@ -135,8 +152,14 @@ def test_two_node_gloo_all_reduce(slurm_cluster_2nodes: LocalSlurmCluster, tmp_p
     program = tmp_path / "all_reduce.py"
     program.write_text(ALL_REDUCE)
     out = tmp_path / "job.out"
-    job_id = submit(slurm_cluster_2nodes, "--nodes=2", "--ntasks-per-node=1", f"--output={out}",
-                    "--wrap", f"srun {sys.executable} {program}")
+    job_id = submit(
+        slurm_cluster_2nodes,
+        "--nodes=2",
+        "--ntasks-per-node=1",
+        f"--output={out}",
+        "--wrap",
+        f"srun {sys.executable} {program}",
+    )
     state = wait_for_state(slurm_cluster_2nodes, job_id, TERMINAL_STATES)
     text = out.read_text()
     assert state == "COMPLETED", text
@@ -155,8 +178,9 @@ def test_up_then_down_leaves_nothing_behind(slurm_cluster: LocalSlurmCluster, tm
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         conf = str(state_dir / "etc" / "slurm.conf")
-        second = LocalSlurmCluster(state_dir=state_dir, env={"SLURM_CONF": conf}, partition="debug",
-                                   nodes=(os.uname().nodename,))
+        second = LocalSlurmCluster(
+            state_dir=state_dir, env={"SLURM_CONF": conf}, partition="debug", nodes=(os.uname().nodename,)
+        )
         job_id = submit(second, f"--output={tmp_path / 'second.out'}", "--wrap", "echo second")
         assert wait_for_state(second, job_id, TERMINAL_STATES) == "COMPLETED"
     finally:

@@ -1,5 +1,6 @@
 """The shipped studies (configs/sweeps/studies/): every spec plans on the example GPU
 cluster profile, and every tiny variant runs here and gives its figure."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,14 @@ FULL = sorted(p.stem for p in STUDIES.glob("*.yaml") if not p.stem.endswith("_ti
 
 
 def test_each_study_has_a_tiny_variant() -> None:
-    assert FULL == ["fer_amp", "fer_optimizers", "fer_profile", "fer_workers", "hrnet_batch_convergence",
-                    "hrnet_dp_epoch_time"]
+    assert FULL == [
+        "fer_amp",
+        "fer_optimizers",
+        "fer_profile",
+        "fer_workers",
+        "hrnet_batch_convergence",
+        "hrnet_dp_epoch_time",
+    ]
     assert TINY == [f"{name}_tiny" for name in FULL]
 
 
@@ -28,8 +35,13 @@ def test_study_plans_on_the_example_gpu_profile(name: str, tmp_path: Path) -> No
     assert plans and all(plan.shape is not None for plan in plans)
     if name == "fer_optimizers":
         pairs = {(p.config["TRAIN.OPTIMIZER"], p.config["TRAIN.LR"]) for p in plans}
-        assert pairs == {("adam", 0.001), ("adagrad", 0.01), ("adadelta", 1.0), ("sgd", 0.05),
-                         ("sgd_nesterov", 0.05)}
+        assert pairs == {
+            ("adam", 0.001),
+            ("adagrad", 0.01),
+            ("adadelta", 1.0),
+            ("sgd", 0.05),
+            ("sgd_nesterov", 0.05),
+        }
         assert all(p.config["DATASET.VAL_FRACTION"] == 0.1 and not p.config["EVAL.AMP"] for p in plans)
     if name == "fer_workers":
         assert sorted(p.config["DATA.NUM_WORKERS"] for p in plans) == [0, 1, 2, 4, 8, 12, 16]
@@ -67,8 +79,10 @@ def test_tiny_study_runs_here_and_draws_its_figure(name: str, tmp_path: Path) ->
     runs = tmp_path / "runs"
     for plan in plans:
         assert devices_from_config(plan.config) <= 2
-        cfg = load_config(plan.base, [*plan.opts, *data, "OUTPUT_DIR", str(runs), "RUN_NAME", plan.name,
-                                      "LOG.WANDB.MODE", "disabled"])
+        cfg = load_config(
+            plan.base,
+            [*plan.opts, *data, "OUTPUT_DIR", str(runs), "RUN_NAME", plan.name, "LOG.WANDB.MODE", "disabled"],
+        )
         assert launch(cfg) == "completed", plan.name
     study = name.removesuffix("_tiny")
     if study in FIGURES:

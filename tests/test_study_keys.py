@@ -1,4 +1,5 @@
 """Keys the studies need: DATASET.SUBSET, DATASET.VAL_FRACTION, train/acc, EVAL.AMP."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,10 +44,12 @@ def test_val_fraction_holds_out_a_seeded_share_of_the_training_split(fer_csv_roo
     assert len(val) == round(0.1 * len(whole)) and len(train) + len(val) == len(whole)
     again_train, again_val = FERTask(cfg).build_datasets()
     np.testing.assert_array_equal(val.arrays.images, again_val.arrays.images)
-    other_seed = FERTask(load_config(FER_SYNTH, ["DATASET.ROOT", fer_csv_root, "DATASET.VAL_FRACTION", "0.1",
-                                                 "SEED", "5"])).build_datasets()[1]
-    assert not np.array_equal(val.arrays.labels, other_seed.arrays.labels) or \
-        not np.array_equal(val.arrays.images, other_seed.arrays.images)
+    other_seed = FERTask(
+        load_config(FER_SYNTH, ["DATASET.ROOT", fer_csv_root, "DATASET.VAL_FRACTION", "0.1", "SEED", "5"])
+    ).build_datasets()[1]
+    assert not np.array_equal(val.arrays.labels, other_seed.arrays.labels) or not np.array_equal(
+        val.arrays.images, other_seed.arrays.images
+    )
     # Held-out images are not trained on: every validation image is missing from training.
     train_rows = {img.tobytes() for img in train.arrays.images}
     assert sum(img.tobytes() in train_rows for img in val.arrays.images) <= 1  # synthetic duplicates aside
@@ -69,10 +72,19 @@ def test_eval_amp_false_validates_in_fp32() -> None:
 def test_train_acc_subset_epochs_and_fp32_eval_in_a_real_run(fer_csv_root: str, tmp_path: Path) -> None:
     from harness.spawn import launch
 
-    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="keys",
-                                           TRAIN__MAX_STEPS_PER_EPOCH=0, DATASET__SUBSET=64,
-                                           TRAIN__AMP="bf16",
-                                           EVAL__AMP=False, DATASET__VAL_FRACTION=0.05))
+    cfg = load_config(
+        FER_SYNTH,
+        fast_opts(
+            fer_csv_root,
+            tmp_path,
+            RUN_NAME="keys",
+            TRAIN__MAX_STEPS_PER_EPOCH=0,
+            DATASET__SUBSET=64,
+            TRAIN__AMP="bf16",
+            EVAL__AMP=False,
+            DATASET__VAL_FRACTION=0.05,
+        ),
+    )
     assert launch(cfg) == "completed"
     run = tmp_path / "keys"
     train = records(run, "train")

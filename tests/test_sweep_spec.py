@@ -1,5 +1,6 @@
 """Sweep spec expansion: grid sizes, weak/strong batches, names, exclusion, errors,
 idempotent re-runs. No scheduler is involved."""
+
 from __future__ import annotations
 
 import io
@@ -33,8 +34,11 @@ def expand(tmp_path: Path, profile: ClusterProfile | None = None, **fields: obje
 
 
 def test_weak_grid_size_names_and_configs(tmp_path: Path) -> None:
-    plans = expand(tmp_path, grid={"strategy": ["dp", "ddp"], "gpus": [1, 2, 4, 8],
-                                   "batch_size_per_gpu": [32, 64, 128]}, repeats=2)
+    plans = expand(
+        tmp_path,
+        grid={"strategy": ["dp", "ddp"], "gpus": [1, 2, 4, 8], "batch_size_per_gpu": [32, 64, 128]},
+        repeats=2,
+    )
     assert len(plans) == 2 * 4 * 3 * 2
     names = [p.name for p in plans]
     assert len(set(names)) == len(names)
@@ -49,10 +53,19 @@ def test_weak_grid_size_names_and_configs(tmp_path: Path) -> None:
 
 
 def test_strong_scaling_derives_per_gpu_batch(tmp_path: Path) -> None:
-    plans = expand(tmp_path, grid={"strategy": ["ddp"], "gpus": [1, 2, 4, 8]}, scaling="strong",
-                   global_batch=256, lr_scaling="linear")
+    plans = expand(
+        tmp_path,
+        grid={"strategy": ["ddp"], "gpus": [1, 2, 4, 8]},
+        scaling="strong",
+        global_batch=256,
+        lr_scaling="linear",
+    )
     assert [(p.config["DIST.GPUS"], p.config["TRAIN.BATCH_SIZE_PER_GPU"]) for p in plans] == [
-        (1, 256), (2, 128), (4, 64), (8, 32)]
+        (1, 256),
+        (2, 128),
+        (4, 64),
+        (8, 32),
+    ]
     assert {p.overrides["global_batch"] for p in plans} == {256}
     assert {p.config["TRAIN.LR_SCALING"] for p in plans} == {"linear"}
 
@@ -63,27 +76,49 @@ def test_strong_scaling_indivisible_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_extra_grid_keys_in_names_and_exclusion(tmp_path: Path) -> None:
-    plans = expand(tmp_path, grid={"strategy": ["dp", "ddp"], "gpus": [1, 2],
-                                   "TRAIN.OPTIMIZER": ["sgd", "adam"], "TRAIN.LR": [0.001]},
-                   exclude=[{"strategy": "dp", "gpus": 2}, {"TRAIN.OPTIMIZER": "adam", "strategy": ["dp"]}])
+    plans = expand(
+        tmp_path,
+        grid={
+            "strategy": ["dp", "ddp"],
+            "gpus": [1, 2],
+            "TRAIN.OPTIMIZER": ["sgd", "adam"],
+            "TRAIN.LR": [0.001],
+        },
+        exclude=[{"strategy": "dp", "gpus": 2}, {"TRAIN.OPTIMIZER": "adam", "strategy": ["dp"]}],
+    )
     names = sorted(p.name for p in plans)
-    assert names == sorted([
-        "dp-g1-b32-optimizer=sgd-lr=0.001-s0",
-        "ddp-g1-b32-optimizer=sgd-lr=0.001-s0", "ddp-g1-b32-optimizer=adam-lr=0.001-s0",
-        "ddp-g2-b32-optimizer=sgd-lr=0.001-s0", "ddp-g2-b32-optimizer=adam-lr=0.001-s0"])
+    assert names == sorted(
+        [
+            "dp-g1-b32-optimizer=sgd-lr=0.001-s0",
+            "ddp-g1-b32-optimizer=sgd-lr=0.001-s0",
+            "ddp-g1-b32-optimizer=adam-lr=0.001-s0",
+            "ddp-g2-b32-optimizer=sgd-lr=0.001-s0",
+            "ddp-g2-b32-optimizer=adam-lr=0.001-s0",
+        ]
+    )
 
 
 def test_short_names_and_value_formatting(tmp_path: Path) -> None:
-    plans = expand(tmp_path, grid={"DATA.NUM_WORKERS": [0, 4], "TRAIN.CHANNELS_LAST": [True]},
-                   short_names={"DATA.NUM_WORKERS": "nw"}, seeds=[7])
-    assert [p.name for p in plans] == ["ddp-g1-b32-nw=0-channels_last=true-s7",
-                                       "ddp-g1-b32-nw=4-channels_last=true-s7"]
+    plans = expand(
+        tmp_path,
+        grid={"DATA.NUM_WORKERS": [0, 4], "TRAIN.CHANNELS_LAST": [True]},
+        short_names={"DATA.NUM_WORKERS": "nw"},
+        seeds=[7],
+    )
+    assert [p.name for p in plans] == [
+        "ddp-g1-b32-nw=0-channels_last=true-s7",
+        "ddp-g1-b32-nw=4-channels_last=true-s7",
+    ]
     assert format_value("a b/c") == "a_b_c" and format_value(1e-4) == "0.0001"
 
 
 def test_nodes_follow_the_profile_and_shapes(tmp_path: Path) -> None:
-    plans = expand(tmp_path, GPU8, grid={"strategy": ["dp", "ddp"], "gpus": [8, 16]},
-                   exclude=[{"strategy": "dp", "gpus": 16}])
+    plans = expand(
+        tmp_path,
+        GPU8,
+        grid={"strategy": ["dp", "ddp"], "gpus": [8, 16]},
+        exclude=[{"strategy": "dp", "gpus": 16}],
+    )
     by_name = {p.name: p for p in plans}
     assert set(by_name) == {"dp-g8-b32-s0", "ddp-g8-b32-s0", "ddp-g16-b32-s0"}
     dp, ddp8, ddp16 = by_name["dp-g8-b32-s0"], by_name["ddp-g8-b32-s0"], by_name["ddp-g16-b32-s0"]
@@ -99,23 +134,35 @@ def test_dp_that_does_not_fit_a_node_fails_before_submission(tmp_path: Path) -> 
         expand(tmp_path, GPU8, grid={"strategy": ["dp"], "gpus": [16]})
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"grid": {"TRAIN.OPTIMISER": ["sgd"]}},
-     r"grid key 'TRAIN.OPTIMISER' is not a config key of workload 'fer'"),
-    ({"grid": {"gpus": 2}}, r"grid key 'gpus' must be a non-empty list"),
-    ({"grid": {"gpus": [1]}, "bogus": 1}, r"unknown key\(s\) \['bogus'\]"),
-    ({"grid": {"strategy": ["ddp"]}, "scaling": "strong"}, r"needs key 'global_batch'"),
-    ({"grid": {"batch_size_per_gpu": [8]}, "scaling": "strong", "global_batch": 64},
-     r"remove 'batch_size_per_gpu'"),
-    ({"grid": {"gpus": [1]}, "scaling": "diagonal"}, r"key 'scaling' is 'diagonal'"),
-    ({"grid": {"gpus": [1]}, "exclude": [{"TRAIN.LR": 0.1}]},
-     r"exclude rule 0 key 'TRAIN.LR' is not a grid key"),
-    ({"grid": {"strategy": ["single"], "gpus": [2]}}, r"run single-g1-b32-s0: .*DIST.STRATEGY single"),
-    ({"grid": {"TRAIN.OPTIMIZER": ["sgd", "lion"]}}, r"run ddp-g1-b32-optimizer=lion-s0: .*TRAIN.OPTIMIZER"),
-    ({"grid": {"gpus": [1]}, "exclude": [{"gpus": 1}]}, r"leave no runs"),
-    ({"grid": {"gpus": [1]}, "repeats": 0}, r"key 'repeats' must be an integer >= 1"),
-    ({"grid": {"gpus": [1]}, "base": "missing.yaml"}, r"key 'base': run config not found"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (
+            {"grid": {"TRAIN.OPTIMISER": ["sgd"]}},
+            r"grid key 'TRAIN.OPTIMISER' is not a config key of workload 'fer'",
+        ),
+        ({"grid": {"gpus": 2}}, r"grid key 'gpus' must be a non-empty list"),
+        ({"grid": {"gpus": [1]}, "bogus": 1}, r"unknown key\(s\) \['bogus'\]"),
+        ({"grid": {"strategy": ["ddp"]}, "scaling": "strong"}, r"needs key 'global_batch'"),
+        (
+            {"grid": {"batch_size_per_gpu": [8]}, "scaling": "strong", "global_batch": 64},
+            r"remove 'batch_size_per_gpu'",
+        ),
+        ({"grid": {"gpus": [1]}, "scaling": "diagonal"}, r"key 'scaling' is 'diagonal'"),
+        (
+            {"grid": {"gpus": [1]}, "exclude": [{"TRAIN.LR": 0.1}]},
+            r"exclude rule 0 key 'TRAIN.LR' is not a grid key",
+        ),
+        ({"grid": {"strategy": ["single"], "gpus": [2]}}, r"run single-g1-b32-s0: .*DIST.STRATEGY single"),
+        (
+            {"grid": {"TRAIN.OPTIMIZER": ["sgd", "lion"]}},
+            r"run ddp-g1-b32-optimizer=lion-s0: .*TRAIN.OPTIMIZER",
+        ),
+        ({"grid": {"gpus": [1]}, "exclude": [{"gpus": 1}]}, r"leave no runs"),
+        ({"grid": {"gpus": [1]}, "repeats": 0}, r"key 'repeats' must be an integer >= 1"),
+        ({"grid": {"gpus": [1]}, "base": "missing.yaml"}, r"key 'base': run config not found"),
+    ],
+)
 def test_invalid_specs_name_the_file_and_key(tmp_path: Path, fields: dict, message: str) -> None:
     with pytest.raises(SpecError, match=message) as info:
         expand(tmp_path, **fields)
@@ -123,10 +170,14 @@ def test_invalid_specs_name_the_file_and_key(tmp_path: Path, fields: dict, messa
 
 
 def test_spec_base_chain_and_relative_base(tmp_path: Path) -> None:
-    (tmp_path / "parent.yaml").write_text(yaml.safe_dump(
-        {"name": "parent", "base": BASE, "grid": {"gpus": [1, 2], "strategy": ["ddp"]}, "repeats": 2}))
-    (tmp_path / "child.yaml").write_text(yaml.safe_dump(
-        {"_BASE_": "parent.yaml", "name": "child", "grid": {"gpus": [4]}, "repeats": 1}))
+    (tmp_path / "parent.yaml").write_text(
+        yaml.safe_dump(
+            {"name": "parent", "base": BASE, "grid": {"gpus": [1, 2], "strategy": ["ddp"]}, "repeats": 2}
+        )
+    )
+    (tmp_path / "child.yaml").write_text(
+        yaml.safe_dump({"_BASE_": "parent.yaml", "name": "child", "grid": {"gpus": [4]}, "repeats": 1})
+    )
     spec = load_spec(tmp_path / "child.yaml")
     assert spec.name == "child" and spec.seeds == [0] and spec.grid["DIST.GPUS"] == [4]
     assert [p.name for p in expand_sweep(spec, tmp_path / "out")] == ["ddp-g4-b32-s0"]
@@ -147,8 +198,9 @@ def test_rerun_skips_finished_runs_and_rejects_changed_spec(tmp_path: Path) -> N
     sweep_dir = (root / "s").resolve()
     plans = expand_sweep(spec, sweep_dir)
     write_manifest(sweep_dir, new_manifest(spec, plans, sweep_dir, "local", None))
-    write_status(sweep_dir / "runs" / "ddp-g1-b32-s0", state="completed", best=0.5,
-                 primary_metric="val/accuracy")
+    write_status(
+        sweep_dir / "runs" / "ddp-g1-b32-s0", state="completed", best=0.5, primary_metric="val/accuracy"
+    )
     out = io.StringIO()
     launch_sweep(str(spec_path), backend="local", root=str(root), dry_run=True, out=out)
     table = out.getvalue()
@@ -167,9 +219,19 @@ def test_rerun_skips_finished_runs_and_rejects_changed_spec(tmp_path: Path) -> N
     assert "ddp-g1-b32-s0  skip (completed)" in out.getvalue()
 
 
-SHIPPED = {"fer_weak": 72, "fer_strong": 24, "hrnet_w32_weak": 72, "hrnet_w32_strong": 24,
-           "fer_optimizers": 14, "fer_amp": 48, "fer_loader_workers": 40, "fer_synthetic": 4,
-           "fer_synthetic_strong": 4, "fer_synthetic_slurm": 4, "hrnet_synthetic": 2}
+SHIPPED = {
+    "fer_weak": 72,
+    "fer_strong": 24,
+    "hrnet_w32_weak": 72,
+    "hrnet_w32_strong": 24,
+    "fer_optimizers": 14,
+    "fer_amp": 48,
+    "fer_loader_workers": 40,
+    "fer_synthetic": 4,
+    "fer_synthetic_strong": 4,
+    "fer_synthetic_slurm": 4,
+    "hrnet_synthetic": 2,
+}
 
 
 def test_every_shipped_spec_expands_on_the_gpu_template(tmp_path: Path) -> None:

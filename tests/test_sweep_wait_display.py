@@ -1,4 +1,5 @@
 """`harness sweep --wait`: one line redrawn in place on a terminal; elsewhere a line per change."""
+
 from __future__ import annotations
 
 import io
@@ -14,14 +15,23 @@ def _rows(*states: str) -> list[RunState]:
 def test_off_a_terminal_only_changes_are_printed() -> None:
     out = io.StringIO()
     display = WaitDisplay(out)  # StringIO is not a tty
-    for rows in (_rows("pending", "pending"), _rows("pending", "pending"), _rows("running", "pending"),
-                 _rows("running", "pending"), _rows("running", "pending"), _rows("completed", "running"),
-                 _rows("completed", "completed")):
+    for rows in (
+        _rows("pending", "pending"),
+        _rows("pending", "pending"),
+        _rows("running", "pending"),
+        _rows("running", "pending"),
+        _rows("running", "pending"),
+        _rows("completed", "running"),
+        _rows("completed", "completed"),
+    ):
         display.update(rows)
     display.close()
     assert out.getvalue().splitlines() == [
-        "2 runs: 2 pending", "2 runs: 1 pending, 1 running", "2 runs: 1 running, 1 completed",
-        "2 runs: 2 completed"]
+        "2 runs: 2 pending",
+        "2 runs: 1 pending, 1 running",
+        "2 runs: 1 running, 1 completed",
+        "2 runs: 2 completed",
+    ]
     assert "\r" not in out.getvalue()
 
 

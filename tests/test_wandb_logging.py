@@ -1,5 +1,6 @@
 """The rank-aware logger with the real W&B client: offline runs, and a W&B that
 cannot be reached costs a warning, never the run."""
+
 from __future__ import annotations
 
 import json
@@ -19,16 +20,24 @@ def _closed_local_port() -> int:
         return s.getsockname()[1]  # closed again once this returns: connections are refused
 
 
-def test_unreachable_wandb_warns_and_training_completes(fer_csv_root: str, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_unreachable_wandb_warns_and_training_completes(
+    fer_csv_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     # Online mode against a loopback port nobody listens on, with a bogus key.
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_local_port()}")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_MODE", "online")
-    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="nowandb",
-                                           LOG__WANDB__MODE="online", LOG__WANDB__INIT_TIMEOUT=2,
-                                           TRAIN__EPOCHS=1))
+    cfg = load_config(
+        FER_SYNTH,
+        fast_opts(
+            fer_csv_root,
+            tmp_path,
+            RUN_NAME="nowandb",
+            LOG__WANDB__MODE="online",
+            LOG__WANDB__INIT_TIMEOUT=2,
+            TRAIN__EPOCHS=1,
+        ),
+    )
     assert launch(cfg) == "completed"
     run_dir = tmp_path / "nowandb"
     kinds = [r["kind"] for r in records(run_dir)]
@@ -38,11 +47,21 @@ def test_unreachable_wandb_warns_and_training_completes(fer_csv_root: str, tmp_p
     assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
 
 
-def test_offline_run_holds_the_metrics(fer_csv_root: str, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_run_holds_the_metrics(
+    fer_csv_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="offline", TRAIN__EPOCHS=1,
-                                           SWEEP="demo-sweep", LOG__WANDB__TAGS="['a', 'b']"))
+    cfg = load_config(
+        FER_SYNTH,
+        fast_opts(
+            fer_csv_root,
+            tmp_path,
+            RUN_NAME="offline",
+            TRAIN__EPOCHS=1,
+            SWEEP="demo-sweep",
+            LOG__WANDB__TAGS="['a', 'b']",
+        ),
+    )
     assert launch(cfg) == "completed"
     run_dir = tmp_path / "offline"
     identity = json.loads((run_dir / "run.json").read_text())

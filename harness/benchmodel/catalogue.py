@@ -5,6 +5,7 @@ uses) and says which input sizes it is measured at by default. Weights are rando
 (PyTorch's default init, see :func:`prepare_for_benchmark`): speed does not depend
 on them, and the ONNX/OpenVINO output checks then compare outputs of order one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -32,6 +33,7 @@ def _fer(name: str) -> Callable[[], nn.Module]:
         from harness.config import load_config
 
         return build_fer_model(load_config(None, ["TASK", "fer", "MODEL.NAME", name]))
+
     return build
 
 
@@ -41,6 +43,7 @@ def _pose(config: str) -> Callable[[], nn.Module]:
         from hrnet.model import build_model
 
         return build_model(load_config(CONFIGS / "pose" / config, ["MODEL.PRETRAINED", ""]))
+
     return build
 
 
@@ -52,19 +55,37 @@ def _catalogue() -> dict[str, ModelEntry]:
         entries[name] = ModelEntry(name, "fer", _fer(name), 1, ((48, 48),))
     for width in (32, 48):
         # One entry per width; the size picks the config (sigma and heatmap size differ only).
-        entries[f"hrnet_w{width}"] = ModelEntry(f"hrnet_w{width}", "pose", _pose(f"w{width}_256x192.yaml"), 3,
-                                                ((256, 192), (384, 288)))
+        entries[f"hrnet_w{width}"] = ModelEntry(
+            f"hrnet_w{width}", "pose", _pose(f"w{width}_256x192.yaml"), 3, ((256, 192), (384, 288))
+        )
     entries["hrnet_tiny"] = ModelEntry("hrnet_tiny", "pose", _pose("tiny_synthetic.yaml"), 3, ((128, 96),))
     return entries
 
 
 # Named groups for --models.
 GROUPS = {
-    "fer": ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "mobilenet_v2",
-            "mobilenet_v3_small", "mobilenet_v3_large", "shufflenet_v2_x1_0", "squeezenet1_1", "mnasnet0_5",
-            "resnet18", "resnet50"),
-    "fer-small": ("efficientnet_b0", "mobilenet_v3_small", "shufflenet_v2_x1_0", "squeezenet1_1",
-                  "mnasnet0_5", "resnet18"),
+    "fer": (
+        "efficientnet_b0",
+        "efficientnet_b1",
+        "efficientnet_b2",
+        "efficientnet_b3",
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "shufflenet_v2_x1_0",
+        "squeezenet1_1",
+        "mnasnet0_5",
+        "resnet18",
+        "resnet50",
+    ),
+    "fer-small": (
+        "efficientnet_b0",
+        "mobilenet_v3_small",
+        "shufflenet_v2_x1_0",
+        "squeezenet1_1",
+        "mnasnet0_5",
+        "resnet18",
+    ),
     "hrnet": ("hrnet_w32", "hrnet_w48"),
     "tiny": ("tiny_cnn", "hrnet_tiny"),
 }
@@ -77,8 +98,10 @@ def resolve_models(spec: str) -> list[ModelEntry]:
     for token in [t.strip() for t in spec.split(",") if t.strip()]:
         for name in GROUPS.get(token, (token,)):
             if name not in catalogue:
-                raise ValueError(f"--models: unknown model {name!r}; choose from {', '.join(catalogue)} "
-                                 f"or a group ({', '.join(GROUPS)})")
+                raise ValueError(
+                    f"--models: unknown model {name!r}; choose from {', '.join(catalogue)} "
+                    f"or a group ({', '.join(GROUPS)})"
+                )
             if name not in names:
                 names.append(name)
     return [catalogue[n] for n in names]
@@ -91,8 +114,13 @@ def entry_from_config(cfg: object) -> ModelEntry:
     task = get_task(cfg.TASK)(cfg)  # type: ignore[attr-defined]
     if cfg.TASK == "fer":  # type: ignore[attr-defined]
         side = cfg.DATASET.IMAGE_SIZE  # type: ignore[attr-defined]
-        return ModelEntry(cfg.MODEL.NAME, "fer", task.build_model, cfg.MODEL.IN_CHANNELS,  # type: ignore
-                          ((side, side),))
+        return ModelEntry(
+            cfg.MODEL.NAME,
+            "fer",
+            task.build_model,
+            cfg.MODEL.IN_CHANNELS,  # type: ignore
+            ((side, side),),
+        )
     width, height = cfg.MODEL.IMAGE_SIZE  # type: ignore[attr-defined]
     return ModelEntry(cfg.MODEL.NAME, "pose", task.build_model, 3, ((height, width),))
 

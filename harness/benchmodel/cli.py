@@ -1,4 +1,5 @@
 """``harness bench-model``: the command, and the sweep-job entry point."""
+
 from __future__ import annotations
 
 import argparse
@@ -51,9 +52,15 @@ def run_bench(args: argparse.Namespace, cfg: Any = None) -> tuple[list[dict[str,
     if unknown:
         raise ValueError(f"--runtimes: unknown {unknown}; choose from {', '.join(RUNTIMES)}")
     batches = _ints(args.batches or ("1,32,128" if cuda else "1,8"), "--batches")
-    settings = BenchSettings(runtimes=runtimes, batches=batches, warmup=args.warmup, iters=args.iters,
-                             device=device, threads=torch.get_num_threads(),
-                             train_step=not args.no_train_step)
+    settings = BenchSettings(
+        runtimes=runtimes,
+        batches=batches,
+        warmup=args.warmup,
+        iters=args.iters,
+        device=device,
+        threads=torch.get_num_threads(),
+        train_step=not args.no_train_step,
+    )
     entries = [entry_from_config(cfg)] if cfg is not None else resolve_models(args.models)
     if not entries:
         raise ValueError("--models names no model")
@@ -67,10 +74,15 @@ def run_bench(args: argparse.Namespace, cfg: Any = None) -> tuple[list[dict[str,
             start = time.perf_counter()
             new = bench_entry(pose_config_for(entry, size), size, settings)
             rows += [{**row, **machine} for row in new]
-            print(f"bench-model: {entry.name} {size[0]}x{size[1]}: "
-                  + ", ".join(f"{r['runtime']} {r.get('latency_ms_median', float('nan')):.2f} ms "
-                              f"({r.get('status')})" for r in new)
-                  + f" [{time.perf_counter() - start:.0f} s]", flush=True)
+            print(
+                f"bench-model: {entry.name} {size[0]}x{size[1]}: "
+                + ", ".join(
+                    f"{r['runtime']} {r.get('latency_ms_median', float('nan')):.2f} ms ({r.get('status')})"
+                    for r in new
+                )
+                + f" [{time.perf_counter() - start:.0f} s]",
+                flush=True,
+            )
             paths = write_outputs(rows, out, command)  # after each model: a killed run keeps its rows
     log_wandb(rows, paths, args.wandb, args.wandb_project, out, args.name or out.name)
     return rows, paths
@@ -89,14 +101,21 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", default="tiny",
-                   help="comma-separated model names and groups: fer, fer-small, hrnet, tiny (default tiny)")
+    p.add_argument(
+        "--models",
+        default="tiny",
+        help="comma-separated model names and groups: fer, fer-small, hrnet, tiny (default tiny)",
+    )
     p.add_argument("--config", help="benchmark the model of this run config instead (writes to its run dir)")
-    p.add_argument("--sizes", help="input sizes HEIGHTxWIDTH,... (default per model: FER 48x48, "
-                                   "HRNet 256x192 and 384x288)")
+    p.add_argument(
+        "--sizes",
+        help="input sizes HEIGHTxWIDTH,... (default per model: FER 48x48, HRNet 256x192 and 384x288)",
+    )
     p.add_argument("--runtimes", help=f"comma-separated (default CPU: {CPU_RUNTIMES}; GPU: {GPU_RUNTIMES})")
-    p.add_argument("--batches", help="throughput batches; the largest also times the training step "
-                                     "(default CPU 1,8; GPU 1,32,128)")
+    p.add_argument(
+        "--batches",
+        help="throughput batches; the largest also times the training step (default CPU 1,8; GPU 1,32,128)",
+    )
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing (default 2)")
     p.add_argument("--iters", type=int, default=5, help="timed calls per measurement (default 5)")
     p.add_argument("--device", choices=("auto", "cpu"), default="auto", help="auto uses CUDA when present")
@@ -112,7 +131,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "bench-model", help="inference/training-step benchmark per model x size x runtime (models table)",
+        "bench-model",
+        help="inference/training-step benchmark per model x size x runtime (models table)",
         description="Params, GFLOPs, batch-1 latency (median, p90), throughput per batch, training-step "
-                    "img/s and peak memory per model x input size x runtime; CSV, Markdown, plots, W&B.")
+        "img/s and peak memory per model x input size x runtime; CSV, Markdown, plots, W&B.",
+    )
     add_arguments(p)

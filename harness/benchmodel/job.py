@@ -1,5 +1,6 @@
 """bench-model of one run config, into that run's directory: what a sweep job of
 ``command: bench-model`` runs (and ``harness bench-model --config FILE``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,9 @@ def bench_config_run(config: str, opts: list[str], args: argparse.Namespace | No
     return bench_cfg_run(load_config(config, opts), [], args, argv=["--config", config, *opts])
 
 
-def bench_cfg_run(cfg: Any, flags: list[str], args: argparse.Namespace | None = None,
-                  argv: list[str] | None = None) -> int:
+def bench_cfg_run(
+    cfg: Any, flags: list[str], args: argparse.Namespace | None = None, argv: list[str] | None = None
+) -> int:
     """Benchmark the model of run config ``cfg``; rows go to ``<run dir>/bench_model.*``,
     with run.json (``kind: bench-model``) and status.json like any run. ``flags``:
     bench-model options (JOB.ARGS of a sweep run)."""
@@ -33,15 +35,27 @@ def bench_cfg_run(cfg: Any, flags: list[str], args: argparse.Namespace | None = 
             args.wandb = cfg.LOG.WANDB.MODE
     args.out, args.name = str(run_dir), cfg.RUN_NAME
     args.argv = argv or ["--config", "<sweep run>", *flags]
-    atomic_write_json(run_dir / "run.json", {"run_name": cfg.RUN_NAME, "sweep": cfg.SWEEP,
-                                             "kind": "bench-model", "workload": cfg.TASK,
-                                             "model": cfg.MODEL.NAME, "started_at": time.time()})
+    atomic_write_json(
+        run_dir / "run.json",
+        {
+            "run_name": cfg.RUN_NAME,
+            "sweep": cfg.SWEEP,
+            "kind": "bench-model",
+            "workload": cfg.TASK,
+            "model": cfg.MODEL.NAME,
+            "started_at": time.time(),
+        },
+    )
     write_status(run_dir, state="running")
     try:
         rows, _ = run_bench(args, cfg)
     except BaseException as e:
-        write_status(run_dir, state="failed", error=f"{type(e).__name__}: {e}".splitlines()[0],
-                     traceback=traceback.format_exc())
+        write_status(
+            run_dir,
+            state="failed",
+            error=f"{type(e).__name__}: {e}".splitlines()[0],
+            traceback=traceback.format_exc(),
+        )
         raise
     write_status(run_dir, state="completed")
     print(f"bench-model: {len(rows)} rows -> {run_dir}")

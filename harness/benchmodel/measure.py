@@ -1,4 +1,5 @@
 """The measurements of one (model, input size, runtime): a row of the models table."""
+
 from __future__ import annotations
 
 import copy
@@ -43,8 +44,10 @@ def fp16_weights_mb(model: nn.Module) -> tuple[float, float]:
     """Sizes (MiB) of the state_dict saved with torch.save in fp32 and in fp16."""
     sizes = []
     for dtype in (None, torch.float16):
-        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
-                 for k, v in model.state_dict().items()}
+        state = {
+            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+            for k, v in model.state_dict().items()
+        }
         buffer = io.BytesIO()
         torch.save(state, buffer)
         sizes.append(buffer.getbuffer().nbytes / 2**20)
@@ -77,8 +80,9 @@ def _peak_memory_gib(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process_max_rss"
 
 
-def bench_entry(entry: ModelEntry, size: tuple[int, int], settings: BenchSettings,
-                workdir: Path | None = None) -> list[dict[str, Any]]:
+def bench_entry(
+    entry: ModelEntry, size: tuple[int, int], settings: BenchSettings, workdir: Path | None = None
+) -> list[dict[str, Any]]:
     """One row per runtime for ``entry`` at ``size`` (height, width)."""
     torch.manual_seed(0)
     base = prepare_for_benchmark(entry.build())
@@ -92,11 +96,21 @@ def bench_entry(entry: ModelEntry, size: tuple[int, int], settings: BenchSetting
     with torch.no_grad():
         reference = base(check_input)
         reference = (reference[-1] if isinstance(reference, (list, tuple)) else reference).numpy()
-    common = {"model": entry.name, "family": entry.family, "input": f"{height}x{width}",
-              "in_channels": entry.in_channels, "device": settings.device.type, "params": params,
-              "gflops": flops / 1e9, "gmacs": flops / 2e9, "weights_fp32_mb": fp32_mb,
-              "weights_fp16_mb": fp16_mb, "warmup": settings.warmup, "iters": settings.iters,
-              "threads": settings.threads}
+    common = {
+        "model": entry.name,
+        "family": entry.family,
+        "input": f"{height}x{width}",
+        "in_channels": entry.in_channels,
+        "device": settings.device.type,
+        "params": params,
+        "gflops": flops / 1e9,
+        "gmacs": flops / 2e9,
+        "weights_fp32_mb": fp32_mb,
+        "weights_fp16_mb": fp16_mb,
+        "warmup": settings.warmup,
+        "iters": settings.iters,
+        "threads": settings.threads,
+    }
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
         work = Path(workdir or tmp) / f"{entry.name}-{height}x{width}"
@@ -113,8 +127,15 @@ def bench_entry(entry: ModelEntry, size: tuple[int, int], settings: BenchSetting
     return rows
 
 
-def _bench_runtime(runtime: str, base: nn.Module, example: torch.Tensor, check_input: torch.Tensor,
-                   reference: np.ndarray, settings: BenchSettings, work: Path) -> dict[str, Any]:
+def _bench_runtime(
+    runtime: str,
+    base: nn.Module,
+    example: torch.Tensor,
+    check_input: torch.Tensor,
+    reference: np.ndarray,
+    settings: BenchSettings,
+    work: Path,
+) -> dict[str, Any]:
     device = settings.device
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -123,11 +144,20 @@ def _bench_runtime(runtime: str, base: nn.Module, example: torch.Tensor, check_i
     t0 = time.perf_counter()
     runner = make_runner(runtime, model, example, device, work, settings.threads)
     error, allowed = output_error(reference, runner.infer(check_input))
-    out: dict[str, Any] = {"precision": runner.precision, "check_max_abs_err": error,
-                           "check_allowed_err": allowed, "check_passed": error <= allowed, **runner.info}
+    out: dict[str, Any] = {
+        "precision": runner.precision,
+        "check_max_abs_err": error,
+        "check_allowed_err": allowed,
+        "check_passed": error <= allowed,
+        **runner.info,
+    }
     if runtime in CHECKED and error > allowed:
-        out.update({"status": "check_failed",
-                    "error": f"output differs from PyTorch by {error:.3g} > {allowed:.3g}; not timed"})
+        out.update(
+            {
+                "status": "check_failed",
+                "error": f"output differs from PyTorch by {error:.3g} > {allowed:.3g}; not timed",
+            }
+        )
         return out
     out["setup_s"] = time.perf_counter() - t0  # export / compile / first call
     latency = time_calls(runner.infer, example, device, settings.warmup, settings.iters)

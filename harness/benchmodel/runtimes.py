@@ -5,6 +5,7 @@ for the PyTorch ones, ``train_step(x)``. Before any timing, ``infer`` on a fixed
 is compared with eager fp32 PyTorch; ONNX Runtime and OpenVINO rows are only timed
 when the outputs agree within ``EXPORT_TOLERANCE``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,14 @@ def _last(out: Any) -> torch.Tensor:
     return out[-1] if isinstance(out, (list, tuple)) else out
 
 
-def _torch_runner(name: str, model: nn.Module, device: torch.device, dtype: torch.dtype | None,
-                  channels_last: bool, compiled: bool) -> Runner:
+def _torch_runner(
+    name: str,
+    model: nn.Module,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    channels_last: bool,
+    compiled: bool,
+) -> Runner:
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -88,9 +95,16 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.cpu().eval(), (example.cpu(),), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        torch.onnx.export(
+            model.cpu().eval(),
+            (example.cpu(),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )
     return path
 
 
@@ -117,8 +131,11 @@ def _openvino_runner(onnx_path: Path, threads: int) -> Runner:
         raise RuntimeUnavailable("openvino is not installed (pip install openvino)") from e
     core = ov.Core()
     # f32 explicitly: on CPUs with bf16 units OpenVINO would otherwise infer in bf16.
-    compiled = core.compile_model(ov.convert_model(str(onnx_path)), "CPU",
-                                  {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
+    compiled = core.compile_model(
+        ov.convert_model(str(onnx_path)),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads},
+    )
     request = compiled.create_infer_request()
 
     def infer(x: torch.Tensor) -> np.ndarray:
@@ -127,8 +144,9 @@ def _openvino_runner(onnx_path: Path, threads: int) -> Runner:
     return Runner("openvino", "fp32", infer, info={"openvino_version": ov.__version__})
 
 
-def make_runner(name: str, model: nn.Module, example: torch.Tensor, device: torch.device, workdir: Path,
-                threads: int) -> Runner:
+def make_runner(
+    name: str, model: nn.Module, example: torch.Tensor, device: torch.device, workdir: Path, threads: int
+) -> Runner:
     """A fresh runner of ``name`` for ``model`` (which it may move or convert)."""
     if name == "eager":
         return _torch_runner(name, model, device, None, False, False)

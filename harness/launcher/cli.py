@@ -1,4 +1,5 @@
 """``harness sweep | status | resubmit | cancel``."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,7 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 def _guard(handler: Any) -> Any:
     """Turn the launcher's expected errors into one clear line and exit code 2."""
+
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
@@ -28,6 +30,7 @@ def _guard(handler: Any) -> Any:
                 raise
             print(f"harness {args.command}: error: {e}", file=sys.stderr)
             return 2
+
     return run
 
 
@@ -59,8 +62,9 @@ class WaitDisplay:
         waited = int(time.monotonic() - self.started)
         bar = "#" * filled + "." * (self.BAR_WIDTH - filled)
         # \r and erase-to-end-of-line: the same terminal line, however long the last one was.
-        self.stream.write(f"\r\x1b[K[{bar}] {done}/{len(rows)} finished | {line} | "
-                          f"{waited // 60}:{waited % 60:02d}")
+        self.stream.write(
+            f"\r\x1b[K[{bar}] {done}/{len(rows)} finished | {line} | {waited // 60}:{waited % 60:02d}"
+        )
         self.stream.flush()
         self.drawn = True
 
@@ -79,8 +83,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.launcher.status import format_table, summary_line
     from harness.launcher.sweep_ops import launch_sweep, wait_for_sweep
 
-    sweep_dir = launch_sweep(args.spec, backend=args.backend, cluster=args.cluster, root=args.root,
-                             dry_run=args.dry_run, force=args.force)
+    sweep_dir = launch_sweep(
+        args.spec,
+        backend=args.backend,
+        cluster=args.cluster,
+        root=args.root,
+        dry_run=args.dry_run,
+        force=args.force,
+    )
     if args.dry_run or not args.wait:
         if not args.dry_run:
             print(f"follow it with: harness status {sweep_dir} --watch 10")
@@ -88,8 +98,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         display = WaitDisplay(sys.stdout)
         try:
-            rows = wait_for_sweep(sweep_dir, poll_s=args.poll, timeout_s=args.timeout,
-                                  progress=display.update)
+            rows = wait_for_sweep(
+                sweep_dir, poll_s=args.poll, timeout_s=args.timeout, progress=display.update
+            )
         finally:
             display.close()
     except TimeoutError as e:
@@ -106,8 +117,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     while True:
         rows, source = sweep_status(args.sweep_dir, args.lost_after, stalled_after_s=args.stalled_after)
         if source.startswith("unavailable"):
-            print(f"harness status: warning: scheduler {source}; states come from status.json only",
-                  file=sys.stderr)
+            print(
+                f"harness status: warning: scheduler {source}; states come from status.json only",
+                file=sys.stderr,
+            )
         if args.json:
             print(status_json(rows, source, args.sweep_dir), flush=True)
         else:
@@ -124,8 +137,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_resubmit(args: argparse.Namespace) -> int:
     from harness.launcher.sweep_ops import resubmit
 
-    chosen = resubmit(args.sweep_dir, only=args.only, names=args.runs, overrides=args.set,
-                      backend=args.backend, cluster=args.cluster)
+    chosen = resubmit(
+        args.sweep_dir,
+        only=args.only,
+        names=args.runs,
+        overrides=args.set,
+        backend=args.backend,
+        cluster=args.cluster,
+    )
     if chosen:
         print(f"resubmitted {len(chosen)} run(s): {', '.join(chosen)}")
     return 0
@@ -141,65 +160,115 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sweep``, ``status``, ``resubmit`` and ``cancel`` to the harness command."""
     sweep = subparsers.add_parser(
-        "sweep", help="expand a sweep spec and submit its runs (Slurm or this machine)",
+        "sweep",
+        help="expand a sweep spec and submit its runs (Slurm or this machine)",
         description="Expand a sweep spec (configs/sweeps/*.yaml) into runs and submit every run that is "
-                    "not completed or still queued/running. Writes ROOT/<sweep name>/manifest.json.")
+        "not completed or still queued/running. Writes ROOT/<sweep name>/manifest.json.",
+    )
     sweep.add_argument("spec", help="sweep spec YAML")
-    sweep.add_argument("--backend", choices=("local", "slurm"), default="slurm",
-                       help="slurm: job arrays through submitit; local: this machine, detached "
-                            "(default: slurm)")
-    sweep.add_argument("--cluster", default=None,
-                       help="cluster profile name in slurm/clusters/ or a path to one (default: local)")
-    sweep.add_argument("--root", default="sweeps",
-                       help="parent directory of sweep directories (default: sweeps)")
-    sweep.add_argument("--dry-run", action="store_true",
-                       help="print the plan and, for slurm, each array's sbatch script; submit nothing")
-    sweep.add_argument("--force", action="store_true",
-                       help="accept a spec that changed since the sweep directory was made")
-    sweep.add_argument("--wait", action="store_true",
-                       help="block until every run has finished; exit 1 unless all completed")
-    sweep.add_argument("--poll", type=float, default=5.0,
-                       help="seconds between checks with --wait (default: 5)")
-    sweep.add_argument("--timeout", type=float, default=None,
-                       help="with --wait, give up after this many seconds (default: never)")
+    sweep.add_argument(
+        "--backend",
+        choices=("local", "slurm"),
+        default="slurm",
+        help="slurm: job arrays through submitit; local: this machine, detached (default: slurm)",
+    )
+    sweep.add_argument(
+        "--cluster",
+        default=None,
+        help="cluster profile name in slurm/clusters/ or a path to one (default: local)",
+    )
+    sweep.add_argument(
+        "--root", default="sweeps", help="parent directory of sweep directories (default: sweeps)"
+    )
+    sweep.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and, for slurm, each array's sbatch script; submit nothing",
+    )
+    sweep.add_argument(
+        "--force", action="store_true", help="accept a spec that changed since the sweep directory was made"
+    )
+    sweep.add_argument(
+        "--wait", action="store_true", help="block until every run has finished; exit 1 unless all completed"
+    )
+    sweep.add_argument(
+        "--poll", type=float, default=5.0, help="seconds between checks with --wait (default: 5)"
+    )
+    sweep.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="with --wait, give up after this many seconds (default: never)",
+    )
     sweep.set_defaults(func=_guard(cmd_sweep))
 
-    status = subparsers.add_parser("status", help="state of every run of a sweep",
-                                   description="One row per run from its status.json and sacct "
-                                               "(squeue when accounting is unavailable).")
+    status = subparsers.add_parser(
+        "status",
+        help="state of every run of a sweep",
+        description="One row per run from its status.json and sacct (squeue when accounting is unavailable).",
+    )
     status.add_argument("sweep_dir", help="sweep directory (holds manifest.json)")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
-    status.add_argument("--watch", type=float, default=0, metavar="SECONDS",
-                        help="refresh every SECONDS until every run has finished")
-    status.add_argument("--lost-after", type=float, default=DEFAULT_LOST_AFTER_S, metavar="SECONDS",
-                        help="a running run whose heartbeat is older than this and whose job is gone is "
-                             f"lost (default: {DEFAULT_LOST_AFTER_S:.0f})")
-    status.add_argument("--stalled-after", type=float, default=DEFAULT_STALLED_AFTER_S, metavar="SECONDS",
-                        help="a running run whose job is alive but whose step has not advanced for this long "
-                             f"is stalled (default: {DEFAULT_STALLED_AFTER_S:.0f})")
+    status.add_argument(
+        "--watch",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="refresh every SECONDS until every run has finished",
+    )
+    status.add_argument(
+        "--lost-after",
+        type=float,
+        default=DEFAULT_LOST_AFTER_S,
+        metavar="SECONDS",
+        help="a running run whose heartbeat is older than this and whose job is gone is "
+        f"lost (default: {DEFAULT_LOST_AFTER_S:.0f})",
+    )
+    status.add_argument(
+        "--stalled-after",
+        type=float,
+        default=DEFAULT_STALLED_AFTER_S,
+        metavar="SECONDS",
+        help="a running run whose job is alive but whose step has not advanced for this long "
+        f"is stalled (default: {DEFAULT_STALLED_AFTER_S:.0f})",
+    )
     status.set_defaults(func=_guard(cmd_status))
 
-    resub = subparsers.add_parser("resubmit", help="resubmit failed or unfinished runs of a sweep",
-                                  description="Resubmit runs; they resume from checkpoints/last.pt.")
+    resub = subparsers.add_parser(
+        "resubmit",
+        help="resubmit failed or unfinished runs of a sweep",
+        description="Resubmit runs; they resume from checkpoints/last.pt.",
+    )
     resub.add_argument("sweep_dir", help="sweep directory (holds manifest.json)")
     resub.add_argument("runs", nargs="*", help="only these runs (default: all that match --only)")
-    resub.add_argument("--only", choices=("failed", "unfinished"), default="unfinished",
-                       help="failed: failed or lost runs; unfinished: also cancelled, preempted and never "
-                            "submitted runs (default: unfinished)")
-    resub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="config override added to the resubmitted runs (repeatable), e.g. "
-                            "FAULT.CRASH_AT_STEP=-1")
-    resub.add_argument("--backend", choices=("local", "slurm"), default=None,
-                       help="backend to use (default: the sweep's)")
+    resub.add_argument(
+        "--only",
+        choices=("failed", "unfinished"),
+        default="unfinished",
+        help="failed: failed or lost runs; unfinished: also cancelled, preempted and never "
+        "submitted runs (default: unfinished)",
+    )
+    resub.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override added to the resubmitted runs (repeatable), e.g. FAULT.CRASH_AT_STEP=-1",
+    )
+    resub.add_argument(
+        "--backend", choices=("local", "slurm"), default=None, help="backend to use (default: the sweep's)"
+    )
     resub.add_argument("--cluster", default=None, help="cluster profile (default: the one the sweep used)")
     resub.set_defaults(func=_guard(cmd_resubmit))
 
     cancel = subparsers.add_parser(
-        "cancel", help="cancel runs of a sweep (all unfinished runs by default)",
+        "cancel",
+        help="cancel runs of a sweep (all unfinished runs by default)",
         description="Cancel the named runs of a sweep, or every run that is not completed. Slurm jobs get "
-                    "scancel; local runs get SIGTERM (they checkpoint at the current step) and SIGKILL after "
-                    "20 s. Each run's status.json then says cancelled; `harness resubmit SWEEP_DIR` (--only "
-                    "unfinished) continues them from their checkpoints.")
+        "scancel; local runs get SIGTERM (they checkpoint at the current step) and SIGKILL after "
+        "20 s. Each run's status.json then says cancelled; `harness resubmit SWEEP_DIR` (--only "
+        "unfinished) continues them from their checkpoints.",
+    )
     cancel.add_argument("sweep_dir", help="sweep directory (holds manifest.json)")
     cancel.add_argument("runs", nargs="*", help="runs to cancel (default: every run not completed)")
     cancel.set_defaults(func=_guard(cmd_cancel))

@@ -10,6 +10,7 @@ at once, in the middle of a step; instead the signal only sets
 requeued job resumes from the checkpoint (``resume="auto"``) and continues the
 same W&B run (its id lives in the run directory).
 """
+
 from __future__ import annotations
 
 import signal
@@ -36,9 +37,11 @@ class SweepRun(submitit.helpers.Checkpointable):
         cfg = load_config(self.base, self.opts)
         if cfg.JOB.KIND == "commbench":  # a measurement job: nothing to checkpoint or requeue
             from harness.commbench import run_job
+
             return run_job(cfg, list(cfg.JOB.ARGS))
         if cfg.JOB.KIND in ("eval", "bench-model"):  # no training: nothing to checkpoint or requeue
             from harness.evaluate import run_job as run_model_job
+
             return run_model_job(cfg)
         usr_sig = submitit.JobEnvironment._usr_sig()
         submitit_handler = signal.getsignal(usr_sig)

@@ -4,6 +4,7 @@ One ``sacct`` call covers every job of a sweep; when accounting is unavailable
 the queue (``squeue``) is the fallback, and a job absent from it has ended.
 Local-backend jobs are process ids checked through ``/proc``.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Scheduler states in which the job may still run (or run again).
-ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
-         "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "PREEMPTED"}
+ALIVE = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "CONFIGURING",
+    "COMPLETING",
+    "SUSPENDED",
+    "RESIZING",
+    "SIGNALING",
+    "STAGE_OUT",
+    "RESV_DEL_HOLD",
+    "PREEMPTED",
+}
 LOCAL_PREFIX = "local:"
 LOCAL_QUEUE_PREFIX = "local-queue:"
 
@@ -102,8 +116,9 @@ def query_slurm(job_ids: list[str]) -> tuple[dict[str, JobInfo], str]:
     jobs: dict[str, JobInfo] = {}
     source = ""
     try:
-        out = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ElapsedRaw,NodeList",
-                    "--jobs", ",".join(bases)])
+        out = _run(
+            ["sacct", "-X", "-n", "-P", "-o", "JobID,State,ElapsedRaw,NodeList", "--jobs", ",".join(bases)]
+        )
         if out.returncode == 0:
             jobs = parse_sacct(out.stdout)
             source = "sacct"
@@ -146,11 +161,11 @@ def query_local(job_ids: list[str], run_names: dict[str, str]) -> dict[str, JobI
     jobs = {}
     for job_id in job_ids:
         if job_id.startswith(LOCAL_PREFIX):
-            pid = int(job_id[len(LOCAL_PREFIX):])
+            pid = int(job_id[len(LOCAL_PREFIX) :])
             alive = pid_alive(pid, run_names.get(job_id, ""))
             jobs[job_id] = JobInfo("RUNNING" if alive else "GONE", source="local")
         elif job_id.startswith(LOCAL_QUEUE_PREFIX):
-            pid = int(job_id[len(LOCAL_QUEUE_PREFIX):])
+            pid = int(job_id[len(LOCAL_QUEUE_PREFIX) :])
             alive = pid_alive(pid, "harness.launcher.local_queue")
             jobs[job_id] = JobInfo("PENDING" if alive else "GONE", source="local")
     return jobs
@@ -171,7 +186,7 @@ def cancel_local(job_id: str, signal_number: int) -> bool:
     """Signal the process group of a local run; False when it had already ended."""
     if not job_id.startswith(LOCAL_PREFIX):
         return False
-    pid = int(job_id[len(LOCAL_PREFIX):])
+    pid = int(job_id[len(LOCAL_PREFIX) :])
     try:
         os.killpg(pid, signal_number)
         return True

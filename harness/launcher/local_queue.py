@@ -8,6 +8,7 @@ they fit and queued otherwise; without GPUs, one after another (ddp as local
 gloo processes). Each run is ``python -m harness.launcher.run_one`` in its own
 process group, with stdout and stderr appended to ``<run dir>/train.log``.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -34,9 +35,14 @@ def start_scheduler(sweep_dir: str | Path, names: list[str]) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "scheduler.log", "ab") as log:
         command = [sys.executable, "-m", "harness.launcher.local_queue", str(sweep_dir), *names]
-        proc = subprocess.Popen(command,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
     return proc.pid
 
 
@@ -83,9 +89,15 @@ def _start(sweep_dir: Path, name: str, gpus: list[str]) -> subprocess.Popen:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     started = time.time()
     with open(directory / TRAIN_LOG, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.run_one", str(sweep_dir), name],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.launcher.run_one", str(sweep_dir), name],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
     # The process's own start: `harness status` ELAPSED includes start-up, like sacct's.
     write_status(directory, heartbeat=False, job_started_at=started, job_ended_at=None)
     with updating(sweep_dir) as manifest:
@@ -105,12 +117,17 @@ def _finished(sweep_dir: Path, name: str, returncode: int) -> None:
         text = log.read_text(errors="replace") if log.is_file() else ""
         lines = [x for x in text.splitlines() if x.strip()]
         tail = lines[-1] if lines else ""
-        write_status(directory, state="failed", error=f"process exited with code {returncode}: {tail}"[:500],
-                     traceback="\n".join(lines[-40:]))
+        write_status(
+            directory,
+            state="failed",
+            error=f"process exited with code {returncode}: {tail}"[:500],
+            traceback="\n".join(lines[-40:]),
+        )
 
 
-def plan_starts(needs: list[tuple[str, int]], free: list[str], gpu_mode: bool,
-                any_running: bool) -> tuple[list[tuple[str, list[str]]], list[str]]:
+def plan_starts(
+    needs: list[tuple[str, int]], free: list[str], gpu_mode: bool, any_running: bool
+) -> tuple[list[tuple[str, list[str]]], list[str]]:
     """Which queued runs start now, on which GPUs; and the GPUs left free.
 
     GPU mode: in queue order, every run whose GPU count fits the free GPUs gets a
@@ -147,8 +164,11 @@ def run_queue(sweep_dir: str | Path, names: Sequence[str]) -> int:
                     _log(f"skipped {name} (cancelled or resubmitted)")
                 elif gpus and gpus_needed(runs[name]) > len(gpus):
                     queue.remove(name)
-                    write_status(run_dir(sweep_dir, name), state="failed",
-                                 error=f"needs {gpus_needed(runs[name])} GPUs; this machine has {len(gpus)}")
+                    write_status(
+                        run_dir(sweep_dir, name),
+                        state="failed",
+                        error=f"needs {gpus_needed(runs[name])} GPUs; this machine has {len(gpus)}",
+                    )
             needs = [(name, gpus_needed(runs[name]) if gpus else 0) for name in queue]
             starts, free = plan_starts(needs, free, bool(gpus), bool(running))
             for name, taken in starts:

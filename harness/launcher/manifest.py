@@ -3,6 +3,7 @@
 The manifest is rewritten atomically under a lock file, because the CLI and the
 local scheduler (a detached process) both update it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,13 +43,17 @@ def spec_hash(plans: list[RunPlan]) -> str:
     """Identity of what a spec expands to: run names and full configs.
 
     A changed base config changes it too, which is what matters for reuse."""
-    payload = json.dumps([[p.name, p.config, p.shape.to_dict() if p.shape else None] for p in plans],
-                         sort_keys=True, default=str)
+    payload = json.dumps(
+        [[p.name, p.config, p.shape.to_dict() if p.shape else None] for p in plans],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def new_manifest(spec: SweepSpec, plans: list[RunPlan], sweep_dir: Path, backend: str,
-                 cluster: dict[str, Any] | None) -> dict[str, Any]:
+def new_manifest(
+    spec: SweepSpec, plans: list[RunPlan], sweep_dir: Path, backend: str, cluster: dict[str, Any] | None
+) -> dict[str, Any]:
     return {
         "version": VERSION,
         "name": spec.name,
@@ -72,8 +77,9 @@ def read_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path}: not valid JSON ({e})") from e
     if data is None:
-        raise ManifestError(f"{path} not found: {sweep_dir} is not a sweep directory "
-                            "(make one with `harness sweep SPEC`)")
+        raise ManifestError(
+            f"{path} not found: {sweep_dir} is not a sweep directory (make one with `harness sweep SPEC`)"
+        )
     if data.get("version") != VERSION:
         raise ManifestError(f"{path}: manifest version {data.get('version')!r}, expected {VERSION}")
     return data
@@ -104,14 +110,31 @@ def updating(sweep_dir: str | os.PathLike) -> Iterator[dict[str, Any]]:
         write_manifest(sweep_dir, manifest)
 
 
-def record_submission(manifest: dict[str, Any], name: str, backend: str, job_id: str,
-                      array_job_id: str | None = None, array_index: int | None = None,
-                      **extra: Any) -> dict[str, Any]:
+def record_submission(
+    manifest: dict[str, Any],
+    name: str,
+    backend: str,
+    job_id: str,
+    array_job_id: str | None = None,
+    array_index: int | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """Append a submission to a run's history; the last one is the current job."""
-    entry = {"backend": backend, "job_id": job_id, "array_job_id": array_job_id,
-             "array_index": array_index, "submitted_at": time.time(), **extra}
+    entry = {
+        "backend": backend,
+        "job_id": job_id,
+        "array_job_id": array_job_id,
+        "array_index": array_index,
+        "submitted_at": time.time(),
+        **extra,
+    }
     run = manifest["runs"][name]
     run["submissions"].append(entry)
-    run.update(backend=backend, job_id=job_id, array_job_id=array_job_id, array_index=array_index,
-               submitted_at=entry["submitted_at"])
+    run.update(
+        backend=backend,
+        job_id=job_id,
+        array_job_id=array_job_id,
+        array_index=array_index,
+        submitted_at=entry["submitted_at"],
+    )
     return entry

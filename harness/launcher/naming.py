@@ -5,6 +5,7 @@ readable, stable for the same grid point, and filesystem-safe. A name longer tha
 :data:`MAX_RUN_NAME` keeps a readable prefix and gets a short hash of the full name
 (``<prefix>-h<8 hex>-s<seed>``), so a long grid value never makes a path too long.
 """
+
 from __future__ import annotations
 
 import ast
@@ -43,8 +44,9 @@ def short_name(key: str, short_names: dict[str, str]) -> str:
     return short_names.get(key) or key.rsplit(".", 1)[-1].lower()
 
 
-def run_name(strategy: str, gpus: int, nodes: int, batch: int, seed: int,
-             extras: list[tuple[str, Any]]) -> str:
+def run_name(
+    strategy: str, gpus: int, nodes: int, batch: int, seed: int, extras: list[tuple[str, Any]]
+) -> str:
     """``<strategy>-g<gpus>[-n<nodes>]-b<per-GPU batch>[-<key>=<value>...]-s<seed>``."""
     parts = [strategy, f"g{gpus}"]
     if nodes > 1:
@@ -67,7 +69,7 @@ def bounded_name(stem: str, suffix: str, limit: int = MAX_RUN_NAME) -> str:
         return full
     digest = hashlib.sha1(full.encode()).hexdigest()[:8]
     tail = f"-h{digest}-{suffix}"
-    prefix = stem[:max(1, limit - len(tail))].rstrip("-_.=+")
+    prefix = stem[: max(1, limit - len(tail))].rstrip("-_.=+")
     return f"{prefix}{tail}"
 
 

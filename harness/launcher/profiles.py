@@ -4,6 +4,7 @@ A profile says what one cluster offers and how to start Python there; a shape is
 what one run asks for (nodes, tasks per node, GPUs per node, CPUs, memory, time).
 Runs with equal shapes share one Slurm job array.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,15 @@ class ClusterProfile:
         return out
 
 
-_INT_KEYS = ("gpus_per_node", "cpus_per_task", "timeout_min", "signal_delay_s", "max_num_timeout",
-             "max_array_size", "array_parallelism")
+_INT_KEYS = (
+    "gpus_per_node",
+    "cpus_per_task",
+    "timeout_min",
+    "signal_delay_s",
+    "max_num_timeout",
+    "max_array_size",
+    "array_parallelism",
+)
 _FLOAT_KEYS = ("mem_per_gpu_gb", "mem_per_task_gb")
 _STR_KEYS = ("partition", "account", "qos", "constraint", "python")
 
@@ -100,6 +108,7 @@ def profile_from_dict(data: dict[str, Any], source: str, name: str = "") -> Clus
 def _script_fields(data: dict[str, Any], values: dict[str, Any], source: str) -> None:
     """setup, additional_parameters and python: fields pasted into the sbatch script,
     checked against injection (see shell_safety)."""
+
     def fail(message: str) -> ProfileError:
         return ProfileError(f"{source}: {message}")
 
@@ -124,8 +133,10 @@ def load_profile(name_or_path: str | os.PathLike) -> ClusterProfile:
         path = PROFILE_DIR / f"{text}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-        raise ProfileError(f"cluster profile {text!r} not found (looked for {path}); "
-                           f"available: {', '.join(available) or 'none'}")
+        raise ProfileError(
+            f"cluster profile {text!r} not found (looked for {path}); "
+            f"available: {', '.join(available) or 'none'}"
+        )
     data = read_yaml_mapping(path, ProfileError, "cluster profile")
     return profile_from_dict(data, str(path), name=path.stem)
 
@@ -143,8 +154,10 @@ class Shape:
 
     def label(self) -> str:
         mem = "-" if self.mem_gb is None else f"{self.mem_gb:g}G"
-        return (f"N{self.nodes}xT{self.tasks_per_node} gpu/node={self.gpus_per_node} "
-                f"cpu/task={self.cpus_per_task} mem={mem} time={self.timeout_min}m")
+        return (
+            f"N{self.nodes}xT{self.tasks_per_node} gpu/node={self.gpus_per_node} "
+            f"cpu/task={self.cpus_per_task} mem={mem} time={self.timeout_min}m"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,8 +175,7 @@ def nodes_needed(cfg: CN, profile: ClusterProfile | None) -> int:
     return nodes
 
 
-def shape_for(cfg: CN, profile: ClusterProfile, run_name: str = "",
-              timeout_min: int | None = None) -> Shape:
+def shape_for(cfg: CN, profile: ClusterProfile, run_name: str = "", timeout_min: int | None = None) -> Shape:
     """The resource shape of a run on ``profile``.
 
     ddp: one task per GPU (per process on CPU nodes) spread evenly over the nodes.
@@ -178,15 +190,19 @@ def shape_for(cfg: CN, profile: ClusterProfile, run_name: str = "",
             raise ProfileError(f"{who}: ddp with {gpus} GPUs does not divide over {nodes} nodes")
         tasks_per_node = gpus // nodes
         if gpn and tasks_per_node > gpn:
-            raise ProfileError(f"{who}: needs {tasks_per_node} GPUs per node but profile "
-                               f"'{profile.name}' has gpus_per_node {gpn}")
+            raise ProfileError(
+                f"{who}: needs {tasks_per_node} GPUs per node but profile "
+                f"'{profile.name}' has gpus_per_node {gpn}"
+            )
         gpus_per_node = tasks_per_node if gpn else 0
     else:
         nodes, tasks_per_node = 1, 1
         wanted = device_count(strategy, gpus)
         if gpn and wanted > gpn:
-            raise ProfileError(f"{who}: {strategy} needs {wanted} GPUs on one node but profile "
-                               f"'{profile.name}' has gpus_per_node {gpn}; exclude it or use ddp")
+            raise ProfileError(
+                f"{who}: {strategy} needs {wanted} GPUs on one node but profile "
+                f"'{profile.name}' has gpus_per_node {gpn}; exclude it or use ddp"
+            )
         gpus_per_node = wanted if gpn else 0
     mem_gb = None
     if profile.mem_per_gpu_gb and gpus_per_node:
@@ -196,6 +212,11 @@ def shape_for(cfg: CN, profile: ClusterProfile, run_name: str = "",
     # dp's one task feeds all its GPUs: give it the CPUs ddp would get over its tasks,
     # so that a DP-vs-DDP comparison is not a comparison of data-loading budgets.
     cpus = profile.cpus_per_task * (max(1, gpus) if strategy == "dp" else 1)
-    return Shape(nodes=nodes, tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node,
-                 cpus_per_task=cpus, mem_gb=mem_gb,
-                 timeout_min=timeout_min or profile.timeout_min)
+    return Shape(
+        nodes=nodes,
+        tasks_per_node=tasks_per_node,
+        gpus_per_node=gpus_per_node,
+        cpus_per_task=cpus,
+        mem_gb=mem_gb,
+        timeout_min=timeout_min or profile.timeout_min,
+    )

@@ -2,6 +2,7 @@
 in this process tree (ddp on one machine spawns its local processes) through the same
 path as ``harness train`` (``harness.cli.train_config``). The local backend starts one
 of these per run."""
+
 from __future__ import annotations
 
 import sys
@@ -25,9 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config(runs[name]["base"], runs[name]["opts"])
     if cfg.JOB.KIND == "commbench":  # a measurement run (docs/commbench.md), not training
         from harness.commbench import run_local_job
+
         return run_local_job(cfg)
     if cfg.JOB.KIND in ("eval", "bench-model"):  # no training (docs/models.md)
         from harness.evaluate import run_local_job as run_model_job
+
         return run_model_job(cfg)
     from harness.spawn import die_with_parent
 

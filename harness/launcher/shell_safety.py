@@ -20,6 +20,7 @@ Everything else a sweep carries (grid values, overrides, the base config) travel
 submitit's pickle, never through a shell, and run names are sanitised by
 :mod:`harness.launcher.naming`.
 """
+
 from __future__ import annotations
 
 import re
@@ -57,8 +58,10 @@ def check_sbatch_value(field: str, value: Any, fail: Callable[[str], Exception])
         raise fail(f"{field} contains {control}, which would add a line to the sbatch script: {value!r}")
     special = _SBATCH_SPECIAL.search(value)
     if special:
-        raise fail(f"{field} contains {special.group()!r} (whitespace and $ ` ' \" \\ ; are not allowed in "
-                   f"an #SBATCH value): {value!r}")
+        raise fail(
+            f"{field} contains {special.group()!r} (whitespace and $ ` ' \" \\ ; are not allowed in "
+            f"an #SBATCH value): {value!r}"
+        )
 
 
 def check_option_name(field: str, key: Any, fail: Callable[[str], Exception]) -> None:
@@ -74,8 +77,10 @@ def check_python(field: str, value: str, fail: Callable[[str], Exception]) -> st
     words = value.split(" ")
     for word in words:
         if word and not _PYTHON_WORD.match(word):
-            raise fail(f"{field} word {word!r} may hold only path characters [A-Za-z0-9_./+=:@%,~-] and "
-                       "$VAR or ${VAR}; put anything more in a setup line or a wrapper script")
+            raise fail(
+                f"{field} word {word!r} may hold only path characters [A-Za-z0-9_./+=:@%,~-] and "
+                "$VAR or ${VAR}; put anything more in a setup line or a wrapper script"
+            )
     return " ".join(w for w in words if w)
 
 
@@ -86,8 +91,10 @@ def check_setup_line(field: str, line: Any, fail: Callable[[str], Exception]) ->
     if control:
         raise fail(f"{field} contains {control}; give each shell line as its own list item: {line!r}")
     if _SUBSTITUTION.search(line):
-        raise fail(f"{field} uses command substitution ($(...), backticks, <(...) or >(...)): {line!r}; "
-                   "put that logic in a script and `source` it")
+        raise fail(
+            f"{field} uses command substitution ($(...), backticks, <(...) or >(...)): {line!r}; "
+            "put that logic in a script and `source` it"
+        )
 
 
 def check_profile_fields(values: dict[str, Any], fail: Callable[[str], Exception]) -> None:
@@ -114,10 +121,11 @@ def check_sweep_dir(path: str | Path, fail: Callable[[str], Exception]) -> None:
         raise fail(f"sweep directory {text!r} contains {control}")
     special = _PATH_SPECIAL.search(text)
     if special:
-        raise fail(f"sweep directory {text} contains {special.group()!r}, which sbatch's --output cannot "
-                   "take (no whitespace, %, $, quotes, backslash or ;); choose another --root")
+        raise fail(
+            f"sweep directory {text} contains {special.group()!r}, which sbatch's --output cannot "
+            "take (no whitespace, %, $, quotes, backslash or ;); choose another --root"
+        )
 
 
 def check_job_name(name: str, fail: Callable[[str], Exception]) -> None:
     check_sbatch_value("sweep 'name' (the Slurm job name)", name, fail)
-

@@ -5,6 +5,7 @@ split into chunks of at most the profile's ``max_array_size`` and each chunk is
 one ``submit_array`` call, i.e. one ``sbatch``. The dry run renders the same
 sbatch text submitit would write, without submitting.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -36,7 +37,7 @@ def group_arrays(runs: list[dict[str, Any]], profile: ClusterProfile) -> list[Ar
     chunks = []
     for shape, members in groups.items():
         for start in range(0, len(members), profile.max_array_size):
-            chunks.append(ArrayChunk(shape, members[start:start + profile.max_array_size]))
+            chunks.append(ArrayChunk(shape, members[start : start + profile.max_array_size]))
     return chunks
 
 
@@ -90,8 +91,9 @@ def render_sbatch(sweep_dir: str | Path, chunk: ArrayChunk, profile: ClusterProf
     return _make_sbatch_string(command=command, folder=folder, **params)
 
 
-def submit_chunks(sweep_dir: str | Path, chunks: list[ArrayChunk], profile: ClusterProfile,
-                  job_name: str) -> Iterator[dict[str, Any]]:
+def submit_chunks(
+    sweep_dir: str | Path, chunks: list[ArrayChunk], profile: ClusterProfile, job_name: str
+) -> Iterator[dict[str, Any]]:
     """Submit each chunk with one ``submit_array``; yields one record per chunk as
     soon as it is submitted: ``{"array_job_id", "shape", "runs": [(name, job_id,
     index)], "submitted_at"}``. A failed sbatch raises SchedulerError."""
@@ -99,24 +101,32 @@ def submit_chunks(sweep_dir: str | Path, chunks: list[ArrayChunk], profile: Clus
     from submitit.core.utils import FailedJobError
 
     for number, chunk in enumerate(chunks):
-        callables = [SweepRun(str(Path(sweep_dir).resolve()), run["name"], run["base"], run["opts"])
-                     for run in chunk.runs]
+        callables = [
+            SweepRun(str(Path(sweep_dir).resolve()), run["name"], run["base"], run["opts"])
+            for run in chunk.runs
+        ]
         try:
             # The constructor fails where srun is missing: not a Slurm machine.
-            executor = submitit.SlurmExecutor(folder=job_folder(sweep_dir),
-                                              max_num_timeout=profile.max_num_timeout,
-                                              python=profile.python or None)
+            executor = submitit.SlurmExecutor(
+                folder=job_folder(sweep_dir),
+                max_num_timeout=profile.max_num_timeout,
+                python=profile.python or None,
+            )
             executor.update_parameters(**executor_parameters(chunk.shape, profile, job_name))
             jobs = executor.submit_array(callables)
         except (FailedJobError, RuntimeError, OSError) as e:
-            raise SchedulerError(f"sbatch failed for array {number} ({len(callables)} runs, "
-                                 f"{chunk.shape.label()}): {str(e).strip()[:2000]}") from e
+            raise SchedulerError(
+                f"sbatch failed for array {number} ({len(callables)} runs, "
+                f"{chunk.shape.label()}): {str(e).strip()[:2000]}"
+            ) from e
         array_job_id = jobs[0].job_id.split("_")[0]
         is_array = len(jobs) > 1
         yield {
             "array_job_id": array_job_id,
             "shape": chunk.shape.to_dict(),
-            "runs": [(run["name"], job.job_id, i if is_array else None)
-                     for i, (run, job) in enumerate(zip(chunk.runs, jobs))],
+            "runs": [
+                (run["name"], job.job_id, i if is_array else None)
+                for i, (run, job) in enumerate(zip(chunk.runs, jobs))
+            ],
             "submitted_at": time.time(),
         }

@@ -5,6 +5,7 @@ seed is one run, loaded with ``harness.config.load_config(base, opts)`` at
 expansion time so that an invalid combination fails before anything is
 submitted. Spec files may share values through ``_BASE_`` like run configs.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -33,16 +34,32 @@ class SpecError(UserError, ValueError):
 # Grid shorthands -> config keys: run.json's names for the keys a scaling grid varies. ``gpus``
 # is DIST.GPUS here (run.json's ``gpus`` is the device count derived from it).
 SHORTHANDS = {
-    **{name: key for key, name in CONFIG_TO_RUN.items()
-       if name in ("strategy", "nodes", "batch_size_per_gpu")},
+    **{
+        name: key
+        for key, name in CONFIG_TO_RUN.items()
+        if name in ("strategy", "nodes", "batch_size_per_gpu")
+    },
     "gpus": "DIST.GPUS",
 }
 # Grid keys that are not config keys but derive one.
 GLOBAL_BATCH = "global_batch"
 # Keys whose values the run name already spells out in fixed places.
 _NAMED_KEYS = {"DIST.STRATEGY", "DIST.GPUS", "DIST.NODES", "TRAIN.BATCH_SIZE_PER_GPU", GLOBAL_BATCH}
-SPEC_KEYS = {"name", "description", "base", "grid", "scaling", "global_batch", "repeats", "seeds",
-             "lr_scaling", "exclude", "overrides", "short_names", "timeout_min"}
+SPEC_KEYS = {
+    "name",
+    "description",
+    "base",
+    "grid",
+    "scaling",
+    "global_batch",
+    "repeats",
+    "seeds",
+    "lr_scaling",
+    "exclude",
+    "overrides",
+    "short_names",
+    "timeout_min",
+}
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -79,9 +96,14 @@ class RunPlan:
         return self.config["DIST.STRATEGY"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "base": self.base, "opts": list(self.opts),
-                "overrides": self.overrides, "config": self.config,
-                "shape": self.shape.to_dict() if self.shape else None}
+        return {
+            "name": self.name,
+            "base": self.base,
+            "opts": list(self.opts),
+            "overrides": self.overrides,
+            "config": self.config,
+            "shape": self.shape.to_dict() if self.shape else None,
+        }
 
 
 def _canonical(key: str) -> str:
@@ -160,8 +182,9 @@ def _parse_scaling(raw: dict[str, Any], fail: Fail) -> str:
     return scaling
 
 
-def _parse_global_batch(raw: dict[str, Any], grid: dict[str, list[Any]], scaling: str,
-                        fail: Fail) -> list[int]:
+def _parse_global_batch(
+    raw: dict[str, Any], grid: dict[str, list[Any]], scaling: str, fail: Fail
+) -> list[int]:
     """The strong-scaling global batches, from the top level or the grid (removed from it)."""
     global_batch = _as_list(raw["global_batch"]) if raw.get("global_batch") is not None else []
     if GLOBAL_BATCH in grid:
@@ -170,14 +193,17 @@ def _parse_global_batch(raw: dict[str, Any], grid: dict[str, list[Any]], scaling
         global_batch = grid.pop(GLOBAL_BATCH)
     if scaling == "weak":
         if global_batch:
-            raise fail("key 'global_batch' only applies to scaling 'strong' (weak scaling fixes the "
-                       "per-GPU batch)")
+            raise fail(
+                "key 'global_batch' only applies to scaling 'strong' (weak scaling fixes the per-GPU batch)"
+            )
         return []
     if not global_batch:
         raise fail("scaling 'strong' needs key 'global_batch' (the fixed global batch)")
     if "TRAIN.BATCH_SIZE_PER_GPU" in grid:
-        raise fail("scaling 'strong' derives the per-GPU batch from 'global_batch'; "
-                   "remove 'batch_size_per_gpu' from the grid")
+        raise fail(
+            "scaling 'strong' derives the per-GPU batch from 'global_batch'; "
+            "remove 'batch_size_per_gpu' from the grid"
+        )
     for value in global_batch:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise fail(f"key 'global_batch' must be positive integers, got {value!r}")
@@ -254,6 +280,7 @@ def _parse_timeout(raw: dict[str, Any], fail: Fail) -> int | None:
 
 def spec_from_dict(raw: dict[str, Any], path: str) -> SweepSpec:
     """Validate a spec's merged mapping; every problem names ``path`` and the key."""
+
     def fail(message: str) -> SpecError:
         return SpecError(f"sweep spec {path}: {message}")
 
@@ -265,19 +292,30 @@ def spec_from_dict(raw: dict[str, Any], path: str) -> SweepSpec:
     scaling = _parse_scaling(raw, fail)
     global_batch = _parse_global_batch(raw, grid, scaling, fail)  # may take 'global_batch' out of grid
     seeds = _parse_seeds(raw, fail)
-    return SweepSpec(path=path, name=name, base=base, grid=grid, scaling=scaling, global_batch=global_batch,
-                     seeds=seeds, lr_scaling=_parse_lr_scaling(raw, fail),
-                     exclude=_parse_exclude(raw, grid, fail), overrides=_parse_overrides(raw, grid, fail),
-                     short_names=_parse_short_names(raw, fail), timeout_min=_parse_timeout(raw, fail),
-                     raw=raw)
+    return SweepSpec(
+        path=path,
+        name=name,
+        base=base,
+        grid=grid,
+        scaling=scaling,
+        global_batch=global_batch,
+        seeds=seeds,
+        lr_scaling=_parse_lr_scaling(raw, fail),
+        exclude=_parse_exclude(raw, grid, fail),
+        overrides=_parse_overrides(raw, grid, fail),
+        short_names=_parse_short_names(raw, fail),
+        timeout_min=_parse_timeout(raw, fail),
+        raw=raw,
+    )
 
 
 def _excluded(combo: dict[str, Any], rules: list[dict[str, list[Any]]]) -> bool:
     return any(all(combo.get(k) in values for k, values in rule.items()) for rule in rules)
 
 
-def expand_sweep(spec: SweepSpec, sweep_dir: str | os.PathLike,
-                 profile: ClusterProfile | None = None) -> list[RunPlan]:
+def expand_sweep(
+    spec: SweepSpec, sweep_dir: str | os.PathLike, profile: ClusterProfile | None = None
+) -> list[RunPlan]:
     """Every (grid combination, seed) not excluded, as a validated run.
 
     With a profile, each run also gets its resource shape; a ddp run whose GPUs
@@ -319,8 +357,10 @@ def expand_sweep(spec: SweepSpec, sweep_dir: str | os.PathLike,
                 continue
             plan = _plan_run(spec, sweep_dir, base_cfg, combo, extra_keys, profile, fail)
             if plan.name in seen:
-                raise fail(f"two runs get the name {plan.name!r}: {seen[plan.name]} and {combo}; "
-                           "set 'short_names' or drop a grid key")
+                raise fail(
+                    f"two runs get the name {plan.name!r}: {seen[plan.name]} and {combo}; "
+                    "set 'short_names' or drop a grid key"
+                )
             seen[plan.name] = combo
             plans.append(plan)
     if not plans:
@@ -335,8 +375,15 @@ def _opts_of(values: dict[str, Any]) -> list[str]:
     return opts
 
 
-def _plan_run(spec: SweepSpec, sweep_dir: Path, base_cfg: CN, combo: dict[str, Any],
-              extra_keys: list[str], profile: ClusterProfile | None, fail: Any) -> RunPlan:
+def _plan_run(
+    spec: SweepSpec,
+    sweep_dir: Path,
+    base_cfg: CN,
+    combo: dict[str, Any],
+    extra_keys: list[str],
+    profile: ClusterProfile | None,
+    fail: Any,
+) -> RunPlan:
     settings: dict[str, Any] = dict(spec.overrides)
     if spec.lr_scaling is not None:
         settings["TRAIN.LR_SCALING"] = spec.lr_scaling
@@ -347,15 +394,27 @@ def _plan_run(spec: SweepSpec, sweep_dir: Path, base_cfg: CN, combo: dict[str, A
         devices = devices_for(strategy, gpus)
         total = combo[GLOBAL_BATCH]
         if total % devices:
-            raise fail(f"strong scaling: global_batch {total} does not divide over {devices} GPUs "
-                       f"(strategy {strategy}); exclude that combination or change global_batch")
+            raise fail(
+                f"strong scaling: global_batch {total} does not divide over {devices} GPUs "
+                f"(strategy {strategy}); exclude that combination or change global_batch"
+            )
         settings["TRAIN.BATCH_SIZE_PER_GPU"] = total // devices
     batch = settings.get("TRAIN.BATCH_SIZE_PER_GPU", base_cfg.TRAIN.BATCH_SIZE_PER_GPU)
     nodes = settings.get("DIST.NODES", base_cfg.DIST.NODES)
-    name = run_name(strategy, devices_for(strategy, gpus), int(nodes), int(batch),
-                    combo["SEED"], [(short_name(k, spec.short_names), combo[k]) for k in extra_keys])
-    identity = {"OUTPUT_DIR": str(sweep_dir / "runs"), "RUN_NAME": name, "SWEEP": spec.name,
-                "LOG.WANDB.GROUP": settings.get("LOG.WANDB.GROUP") or spec.name}  # a grid/override wins
+    name = run_name(
+        strategy,
+        devices_for(strategy, gpus),
+        int(nodes),
+        int(batch),
+        combo["SEED"],
+        [(short_name(k, spec.short_names), combo[k]) for k in extra_keys],
+    )
+    identity = {
+        "OUTPUT_DIR": str(sweep_dir / "runs"),
+        "RUN_NAME": name,
+        "SWEEP": spec.name,
+        "LOG.WANDB.GROUP": settings.get("LOG.WANDB.GROUP") or spec.name,
+    }  # a grid/override wins
     cfg = _load(spec, name, {**settings, **identity}, fail)
     if profile is not None:
         needed = nodes_needed(cfg, profile)
@@ -372,8 +431,14 @@ def _plan_run(spec: SweepSpec, sweep_dir: Path, base_cfg: CN, combo: dict[str, A
     overrides = dict(settings)
     overrides["global_batch"] = global_batch_size(cfg)
     overrides["devices"] = device_count(cfg)
-    return RunPlan(name=name, base=spec.base, opts=_opts_of({**settings, **identity}),
-                   overrides=overrides, config=flatten_config(cfg), shape=shape)
+    return RunPlan(
+        name=name,
+        base=spec.base,
+        opts=_opts_of({**settings, **identity}),
+        overrides=overrides,
+        config=flatten_config(cfg),
+        shape=shape,
+    )
 
 
 def _load(spec: SweepSpec, name: str, settings: dict[str, Any], fail: Any) -> CN:

@@ -8,6 +8,7 @@ is older than ``lost_after_s`` and the job is not in the queue). A run whose job
 alive but whose heartbeat (rank 0 stamps it when the step advances, see
 harness.watchdog) is older than ``stalled_after_s`` is ``stalled``.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,17 @@ from harness.launcher.job_state import JobInfo, SchedulerError, is_local, query_
 from harness.launcher.manifest import read_manifest, run_dir
 from harness.rundir import read_status
 
-STATES = ("pending", "running", "stalled", "requeued", "preempted", "completed", "failed", "cancelled",
-          "lost")
+STATES = (
+    "pending",
+    "running",
+    "stalled",
+    "requeued",
+    "preempted",
+    "completed",
+    "failed",
+    "cancelled",
+    "lost",
+)
 TERMINAL = {"completed", "failed", "cancelled", "lost", "preempted"}
 # Scheduler end states that mean the job died before the run could say so.
 _JOB_FAILED = {"FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "BOOT_FAIL", "DEADLINE"}
@@ -50,8 +60,13 @@ class RunState:
         return asdict(self)
 
 
-def derive_state(status: dict[str, Any], job: JobInfo | None, lost_after_s: float,
-                 now: float, stalled_after_s: float = DEFAULT_STALLED_AFTER_S) -> tuple[str, str]:
+def derive_state(
+    status: dict[str, Any],
+    job: JobInfo | None,
+    lost_after_s: float,
+    now: float,
+    stalled_after_s: float = DEFAULT_STALLED_AFTER_S,
+) -> tuple[str, str]:
     """(state, error) from a run's status.json and its job's scheduler info
     (None: no job known)."""
     written = status.get("state")
@@ -112,9 +127,12 @@ def _detail(row: RunState, status: dict[str, Any], now: float) -> str:
     return ""
 
 
-def sweep_status(sweep_dir: str | Path, lost_after_s: float = DEFAULT_LOST_AFTER_S,
-                 manifest: dict[str, Any] | None = None,
-                 stalled_after_s: float = DEFAULT_STALLED_AFTER_S) -> tuple[list[RunState], str]:
+def sweep_status(
+    sweep_dir: str | Path,
+    lost_after_s: float = DEFAULT_LOST_AFTER_S,
+    manifest: dict[str, Any] | None = None,
+    stalled_after_s: float = DEFAULT_STALLED_AFTER_S,
+) -> tuple[list[RunState], str]:
     """One row per run (manifest order) and where scheduler info came from."""
     manifest = manifest if manifest is not None else read_manifest(sweep_dir)
     runs = manifest["runs"]
@@ -138,13 +156,19 @@ def sweep_status(sweep_dir: str | Path, lost_after_s: float = DEFAULT_LOST_AFTER
         status = read_status(run_dir(sweep_dir, name))
         job = jobs.get(job_ids[name]) if job_ids[name] else None
         state, error = derive_state(status, job, lost_after_s, now, stalled_after_s)
-        row = RunState(name=name, state=state, job_id=job_ids[name],
-                       scheduler_state=job.state if job else "",
-                       epoch=status.get("epoch"), step=status.get("step"),
-                       img_per_s=status.get("last_img_per_s"),
-                       primary_metric=status.get("primary_metric", ""),
-                       best=status.get("best"), requeues=int(status.get("requeues") or 0),
-                       error=error or (status.get("error") or "" if state == "failed" else ""))
+        row = RunState(
+            name=name,
+            state=state,
+            job_id=job_ids[name],
+            scheduler_state=job.state if job else "",
+            epoch=status.get("epoch"),
+            step=status.get("step"),
+            img_per_s=status.get("last_img_per_s"),
+            primary_metric=status.get("primary_metric", ""),
+            best=status.get("best"),
+            requeues=int(status.get("requeues") or 0),
+            error=error or (status.get("error") or "" if state == "failed" else ""),
+        )
         started = status.get("started_at")
         if job is not None and job.elapsed_s is not None:
             row.elapsed_s = job.elapsed_s  # the scheduler's: the current job, start-up included
@@ -188,17 +212,26 @@ def _elapsed(seconds: float | None) -> str:
 
 def format_table(rows: list[RunState]) -> str:
     header = ("RUN", "STATE", "DETAIL", "REQ", "JOB", "ELAPSED")
-    body = [(r.name, r.state, r.detail, str(r.requeues), r.job_id or "-", _elapsed(r.elapsed_s))
-            for r in rows]
+    body = [
+        (r.name, r.state, r.detail, str(r.requeues), r.job_id or "-", _elapsed(r.elapsed_s)) for r in rows
+    ]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
     widths[2] = min(widths[2], 60)
 
     def line(cells: tuple[str, ...]) -> str:
-        cells = tuple(c if len(c) <= widths[i] else c[:widths[i] - 1] + "…" for i, c in enumerate(cells))
+        cells = tuple(c if len(c) <= widths[i] else c[: widths[i] - 1] + "…" for i, c in enumerate(cells))
         return "  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip()
+
     return "\n".join([line(header)] + [line(b) for b in body])
 
 
 def status_json(rows: list[RunState], source: str, sweep_dir: str | Path) -> str:
-    return json.dumps({"sweep_dir": str(sweep_dir), "scheduler": source, "summary": summary(rows),
-                       "runs": [r.to_dict() for r in rows]}, indent=2)
+    return json.dumps(
+        {
+            "sweep_dir": str(sweep_dir),
+            "scheduler": source,
+            "summary": summary(rows),
+            "runs": [r.to_dict() for r in rows],
+        },
+        indent=2,
+    )

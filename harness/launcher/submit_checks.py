@@ -7,6 +7,7 @@ run too, so ``--dry-run`` accepts exactly what the real submission accepts.
   array's script renders (submitit's own parameter checks), and every run's callable
   pickles as submitit will pickle it.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,20 +45,27 @@ def check_run_paths(sweep_dir: Path, names: list[str]) -> None:
     name_max, path_max = _limits(sweep_dir)
     for part in sweep_dir.parts:
         if len(os.fsencode(part)) > name_max:
-            raise SubmitCheckError(f"sweep directory {sweep_dir}: the name {part[:40]}... is "
-                                   f"{len(os.fsencode(part))} bytes, over this file system's {name_max}")
+            raise SubmitCheckError(
+                f"sweep directory {sweep_dir}: the name {part[:40]}... is "
+                f"{len(os.fsencode(part))} bytes, over this file system's {name_max}"
+            )
     for name in names:
         directory = sweep_dir / "runs" / name
         if len(os.fsencode(name)) > name_max:
-            raise SubmitCheckError(f"run name {name[:60]}... is {len(os.fsencode(name))} bytes, over this "
-                                   f"file system's limit of {name_max}")
+            raise SubmitCheckError(
+                f"run name {name[:60]}... is {len(os.fsencode(name))} bytes, over this "
+                f"file system's limit of {name_max}"
+            )
         if len(os.fsencode(str(directory))) + _RUN_FILES_ROOM > path_max:
-            raise SubmitCheckError(f"run directory {directory} is too long for this file system "
-                                   f"(PATH_MAX {path_max}); use a shorter --root")
+            raise SubmitCheckError(
+                f"run directory {directory} is too long for this file system "
+                f"(PATH_MAX {path_max}); use a shorter --root"
+            )
 
 
-def check_submission(sweep_dir: Path, manifest: dict[str, Any], names: list[str],
-                     profile: ClusterProfile | None) -> None:
+def check_submission(
+    sweep_dir: Path, manifest: dict[str, Any], names: list[str], profile: ClusterProfile | None
+) -> None:
     """Everything the submission of ``names`` will need, checked without writing anything."""
     check_run_paths(sweep_dir, list(manifest["runs"]))
     if profile is None:
@@ -73,8 +81,10 @@ def check_submission(sweep_dir: Path, manifest: dict[str, Any], names: list[str]
         try:
             slurm_backend.render_sbatch(sweep_dir, chunk, profile, manifest["name"])
         except (ValueError, TypeError) as e:
-            raise SubmitCheckError(f"array of {len(chunk.runs)} run(s) ({chunk.shape.label()}): the sbatch "
-                                   f"script cannot be made: {e}") from e
+            raise SubmitCheckError(
+                f"array of {len(chunk.runs)} run(s) ({chunk.shape.label()}): the sbatch "
+                f"script cannot be made: {e}"
+            ) from e
     for run in runs:
         try:
             pickle.dumps(SweepRun(str(sweep_dir), run["name"], run["base"], run["opts"]))

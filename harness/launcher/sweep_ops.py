@@ -1,4 +1,5 @@
 """Sweep verbs: submit a spec, resubmit runs, cancel runs, wait for the end."""
+
 from __future__ import annotations
 
 import signal
@@ -57,18 +58,36 @@ def plan_table(plans: list[dict[str, Any]], actions: dict[str, str]) -> str:
     for run in plans:
         c = run["config"]
         shape = run.get("shape")
-        shape_text = (f"{shape['nodes']}x{shape['tasks_per_node']} task, {shape['gpus_per_node']} gpu/node"
-                      if shape else "local")
-        body.append((run["name"], actions.get(run["name"], "submit"), c["DIST.STRATEGY"],
-                     str(run["overrides"]["devices"]), str(c["DIST.NODES"]),
-                     str(c["TRAIN.BATCH_SIZE_PER_GPU"]),
-                     str(run["overrides"]["global_batch"]), shape_text))
+        shape_text = (
+            f"{shape['nodes']}x{shape['tasks_per_node']} task, {shape['gpus_per_node']} gpu/node"
+            if shape
+            else "local"
+        )
+        body.append(
+            (
+                run["name"],
+                actions.get(run["name"], "submit"),
+                c["DIST.STRATEGY"],
+                str(run["overrides"]["devices"]),
+                str(c["DIST.NODES"]),
+                str(c["TRAIN.BATCH_SIZE_PER_GPU"]),
+                str(run["overrides"]["global_batch"]),
+                shape_text,
+            )
+        )
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *body])
 
 
-def launch_sweep(spec_path: str, backend: str = "slurm", cluster: str | None = None, root: str = "sweeps",
-                 dry_run: bool = False, force: bool = False, out: TextIO = sys.stdout) -> Path:
+def launch_sweep(
+    spec_path: str,
+    backend: str = "slurm",
+    cluster: str | None = None,
+    root: str = "sweeps",
+    dry_run: bool = False,
+    force: bool = False,
+    out: TextIO = sys.stdout,
+) -> Path:
     """Expand ``spec_path`` and submit every run that is not done or alive."""
     profile = _profile(backend, cluster)
     spec = load_spec(spec_path)
@@ -96,8 +115,11 @@ def launch_sweep(spec_path: str, backend: str = "slurm", cluster: str | None = N
         if existing is not None:
             manifest = _merge(existing, fresh)
         write_manifest(sweep_dir, manifest)
-    print(f"sweep {spec.name}: {len(plans)} runs, {len(to_submit)} to submit, "
-          f"{len(plans) - len(to_submit)} skipped ({sweep_dir})", file=out)
+    print(
+        f"sweep {spec.name}: {len(plans)} runs, {len(to_submit)} to submit, "
+        f"{len(plans) - len(to_submit)} skipped ({sweep_dir})",
+        file=out,
+    )
     if to_submit:
         submit_runs(sweep_dir, to_submit, backend, profile, out)
     return sweep_dir
@@ -107,14 +129,22 @@ def _spec_changed(existing: dict[str, Any], plans: list[RunPlan], sweep_dir: Pat
     old, new = existing["runs"], {p.name: p for p in plans}
     added = sorted(set(new) - set(old))
     removed = sorted(set(old) - set(new))
-    changed = sorted(n for n in set(old) & set(new) if old[n]["config"] != new[n].config
-                     or old[n].get("shape") != (shape.to_dict() if (shape := new[n].shape) else None))
-    details = "; ".join(f"{label}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
-                        for label, names in (("added", added), ("removed", removed), ("changed", changed))
-                        if names)
-    return (f"sweep {existing['name']!r} in {sweep_dir} was made from a different spec or base config "
-            f"({details or 'configs differ'}); pass --force to update it (completed runs are kept) "
-            "or give the spec a new name")
+    changed = sorted(
+        n
+        for n in set(old) & set(new)
+        if old[n]["config"] != new[n].config
+        or old[n].get("shape") != (shape.to_dict() if (shape := new[n].shape) else None)
+    )
+    details = "; ".join(
+        f"{label}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+        for label, names in (("added", added), ("removed", removed), ("changed", changed))
+        if names
+    )
+    return (
+        f"sweep {existing['name']!r} in {sweep_dir} was made from a different spec or base config "
+        f"({details or 'configs differ'}); pass --force to update it (completed runs are kept) "
+        "or give the spec a new name"
+    )
 
 
 def _merge(existing: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
@@ -132,8 +162,15 @@ def _merge(existing: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _print_plan(out: TextIO, sweep_dir: Path, manifest: dict[str, Any], actions: dict[str, str],
-                to_submit: list[str], profile: ClusterProfile | None, job_name: str) -> None:
+def _print_plan(
+    out: TextIO,
+    sweep_dir: Path,
+    manifest: dict[str, Any],
+    actions: dict[str, str],
+    to_submit: list[str],
+    profile: ClusterProfile | None,
+    job_name: str,
+) -> None:
     runs = list(manifest["runs"].values())
     print(f"sweep {manifest['name']} -> {sweep_dir} (dry run: nothing is submitted)", file=out)
     print(plan_table(runs, actions), file=out)
@@ -149,8 +186,9 @@ def _print_plan(out: TextIO, sweep_dir: Path, manifest: dict[str, Any], actions:
         print(slurm_backend.render_sbatch(sweep_dir, chunk, profile, job_name), file=out)
 
 
-def submit_runs(sweep_dir: Path, names: list[str], backend: str, profile: ClusterProfile | None,
-                out: TextIO = sys.stdout) -> None:
+def submit_runs(
+    sweep_dir: Path, names: list[str], backend: str, profile: ClusterProfile | None, out: TextIO = sys.stdout
+) -> None:
     """Mark ``names`` pending and hand them to the backend; records job ids."""
     manifest = read_manifest(sweep_dir)
     for name in names:
@@ -174,8 +212,10 @@ def submit_runs(sweep_dir: Path, names: list[str], backend: str, profile: Cluste
                 print(f"submitted array {record['array_job_id']} ({len(record['runs'])} runs)", file=out)
         except SchedulerError as e:
             left = len(names) - len(submitted)
-            raise SchedulerError(f"{e}. {left} run(s) were not submitted and stay pending without a job; "
-                                 f"after fixing the cause: harness resubmit {sweep_dir}") from e
+            raise SchedulerError(
+                f"{e}. {left} run(s) were not submitted and stay pending without a job; "
+                f"after fixing the cause: harness resubmit {sweep_dir}"
+            ) from e
         return
     with updating(sweep_dir) as current:  # the scheduler reads its job id under this lock
         pid = local_queue.start_scheduler(sweep_dir, names)
@@ -205,8 +245,9 @@ def select_runs(rows: list[RunState], only: str, names: list[str]) -> list[str]:
         if only == "failed":
             ok = row.state in ("failed", "lost")
         else:
-            ok = row.state in ("failed", "lost", "cancelled", "preempted") or (row.state == "pending"
-                                                                               and not row.job_id)
+            ok = row.state in ("failed", "lost", "cancelled", "preempted") or (
+                row.state == "pending" and not row.job_id
+            )
         if ok:
             chosen.append(row.name)
     return chosen
@@ -223,9 +264,15 @@ def _sweep_rows(sweep_dir: str | Path, names: list[str] | None) -> tuple[Path, d
     return sweep_dir, manifest, rows
 
 
-def resubmit(sweep_dir: str | Path, only: str = "unfinished", names: list[str] | None = None,
-             overrides: list[str] | None = None, backend: str | None = None, cluster: str | None = None,
-             out: TextIO = sys.stdout) -> list[str]:
+def resubmit(
+    sweep_dir: str | Path,
+    only: str = "unfinished",
+    names: list[str] | None = None,
+    overrides: list[str] | None = None,
+    backend: str | None = None,
+    cluster: str | None = None,
+    out: TextIO = sys.stdout,
+) -> list[str]:
     """Resubmit the chosen runs; they resume from their checkpoints.
 
     ``overrides`` (``KEY=VALUE``) are appended to those runs' config overrides
@@ -274,12 +321,14 @@ def _apply_overrides(sweep_dir: Path, names: list[str], overrides: list[str]) ->
             run.setdefault("resubmit_overrides", []).extend(overrides)
 
 
-def cancel(sweep_dir: str | Path, names: list[str] | None = None, out: TextIO = sys.stdout,
-           grace_s: float = 20.0) -> list[str]:
+def cancel(
+    sweep_dir: str | Path, names: list[str] | None = None, out: TextIO = sys.stdout, grace_s: float = 20.0
+) -> list[str]:
     """Cancel the named runs (all runs when none are named) that are not completed."""
     sweep_dir, _, rows = _sweep_rows(sweep_dir, names)
-    targets = [r for r in rows
-               if (not names or r.name in names) and r.state not in ("completed", "cancelled")]
+    targets = [
+        r for r in rows if (not names or r.name in names) and r.state not in ("completed", "cancelled")
+    ]
     slurm_ids = [r.job_id for r in targets if r.job_id and not is_local(r.job_id)]
     cancel_slurm(slurm_ids)
     signalled = []
@@ -299,14 +348,21 @@ def cancel(sweep_dir: str | Path, names: list[str] | None = None, out: TextIO = 
         status = read_status(directory)
         status.update(state="cancelled", cancelled_at=time.time())
         atomic_write_json(directory / STATUS_JSON, status)
-    print(f"cancelled {len(targets)} run(s)" + (f"; scancel {' '.join(slurm_ids)}" if slurm_ids else ""),
-          file=out)
+    print(
+        f"cancelled {len(targets)} run(s)" + (f"; scancel {' '.join(slurm_ids)}" if slurm_ids else ""),
+        file=out,
+    )
     return [r.name for r in targets]
 
 
-def wait_for_sweep(sweep_dir: str | Path, poll_s: float = 5.0, timeout_s: float | None = None,
-                   lost_after_s: float = 600.0, out: TextIO | None = None,
-                   progress: Callable[[list[RunState]], None] | None = None) -> list[RunState]:
+def wait_for_sweep(
+    sweep_dir: str | Path,
+    poll_s: float = 5.0,
+    timeout_s: float | None = None,
+    lost_after_s: float = 600.0,
+    out: TextIO | None = None,
+    progress: Callable[[list[RunState]], None] | None = None,
+) -> list[RunState]:
     """Block until every run is in a final state (seen twice in a row, because a
     preempted run is final only if its job does not come back). ``progress`` gets the
     rows at every check (``harness sweep --wait``'s display); otherwise ``out`` gets

@@ -1,4 +1,5 @@
 """Shared by the fault tests: run directories' bytes, and waiting for processes and files."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,16 @@ from pathlib import Path
 from tests.spine_helpers import REPO
 
 
-def snapshot(run_dir: Path, names: tuple[str, ...] = ("status.json", "config.yaml", "run.json",
-                                                      "metrics.jsonl", "checkpoints/last.pt")) -> dict:
+def snapshot(
+    run_dir: Path,
+    names: tuple[str, ...] = (
+        "status.json",
+        "config.yaml",
+        "run.json",
+        "metrics.jsonl",
+        "checkpoints/last.pt",
+    ),
+) -> dict:
     """Bytes of the run directory's files: equal snapshots mean nothing was written."""
     return {name: (run_dir / name).read_bytes() for name in names if (run_dir / name).is_file()}
 
@@ -45,9 +54,14 @@ def start_train(*args: str, env: dict[str, str] | None = None, log: Path | None 
     """``harness train ARGS`` in the background (its own session, so a test can kill it alone)."""
     out = open(log, "ab") if log else subprocess.DEVNULL
     try:
-        return subprocess.Popen([sys.executable, "-m", "harness", "train", *args], cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "harness", "train", *args],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
     finally:
         if log:
             out.close()

@@ -1,6 +1,7 @@
 """Bad input gets one clear line (issue 10, items 13-16): a truncated FER csv row, an empty
 YAML, lowercase booleans on the command line, and `harness` user errors (one line, exit 2,
 no traceback unless --debug, no run directory left behind by a run that cannot start)."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,14 @@ PIXELS = " ".join(["7"] * 48 * 48)
 
 
 def harness(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def harness_here(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
@@ -45,8 +52,9 @@ def test_truncated_csv_row_is_named_as_truncated(tmp_path: Path, line: str, fiel
     with pytest.raises(FERDataError) as info:
         load_fer_split(str(path), "train", "csv")
     message = str(info.value)
-    assert message == (f"{path}: row 1 (line 3) is truncated: it has {fields} of the 3 fields "
-                       "(emotion, pixels, Usage)")
+    assert message == (
+        f"{path}: row 1 (line 3) is truncated: it has {fields} of the 3 fields (emotion, pixels, Usage)"
+    )
     assert "Usage ''" not in message
 
 
@@ -79,8 +87,10 @@ def test_empty_base_file_is_an_error_naming_it(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------- item 15
-@pytest.mark.parametrize("spelling, value", [("false", False), ("true", True), ("False", False),
-                                             ("TRUE", True), ("no", False), ("on", True)])
+@pytest.mark.parametrize(
+    "spelling, value",
+    [("false", False), ("true", True), ("False", False), ("TRUE", True), ("no", False), ("on", True)],
+)
 def test_yaml_boolean_spellings_work_on_the_command_line(spelling: str, value: bool) -> None:
     cfg = load_config(FER_SYNTH, ["LOG.PROGRESS", spelling, "TRAIN.CHANNELS_LAST", spelling])
     assert cfg.LOG.PROGRESS is value and cfg.TRAIN.CHANNELS_LAST is value
@@ -95,8 +105,15 @@ def test_words_are_still_not_booleans_or_numbers() -> None:
 
 # --------------------------------------------------------------- item 16
 def test_config_error_is_one_line_exit_2_and_debug_shows_the_traceback(tmp_path: Path) -> None:
-    args = ("train", "--config", str(FER_SYNTH), "--output-dir", str(tmp_path),
-            "TRAIN.BATCH_SIZE_PER_GPUS", "8")
+    args = (
+        "train",
+        "--config",
+        str(FER_SYNTH),
+        "--output-dir",
+        str(tmp_path),
+        "TRAIN.BATCH_SIZE_PER_GPUS",
+        "8",
+    )
     proc = harness(*args)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line
@@ -108,32 +125,58 @@ def test_config_error_is_one_line_exit_2_and_debug_shows_the_traceback(tmp_path:
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-@pytest.mark.parametrize("flags, overrides, message", [
-    (["--strategy", "dp", "--gpus", "2"], [], "DIST.STRATEGY dp with DIST.GPUS 2 needs 2 CUDA devices"),
-    ([], ["DIST.BACKEND", "nccl"], "DIST.BACKEND nccl needs CUDA"),
-    ([], ["TRAIN.AMP", "fp16"], "TRAIN.AMP fp16 needs CUDA"),
-])
-def test_a_shape_this_machine_cannot_run_leaves_no_run_directory(tmp_path: Path, fer_csv_root: str,
-                                                                 capsys: pytest.CaptureFixture,
-                                                                 flags: list[str], overrides: list[str],
-                                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    "flags, overrides, message",
+    [
+        (["--strategy", "dp", "--gpus", "2"], [], "DIST.STRATEGY dp with DIST.GPUS 2 needs 2 CUDA devices"),
+        ([], ["DIST.BACKEND", "nccl"], "DIST.BACKEND nccl needs CUDA"),
+        ([], ["TRAIN.AMP", "fp16"], "TRAIN.AMP fp16 needs CUDA"),
+    ],
+)
+def test_a_shape_this_machine_cannot_run_leaves_no_run_directory(
+    tmp_path: Path,
+    fer_csv_root: str,
+    capsys: pytest.CaptureFixture,
+    flags: list[str],
+    overrides: list[str],
+    message: str,
+) -> None:
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA devices")
     out = tmp_path / "out"
-    code, err = harness_here(capsys, "train", "--config", str(FER_SYNTH), *flags, "--output-dir", str(out),
-                             "DATASET.ROOT", fer_csv_root, *overrides)
+    code, err = harness_here(
+        capsys,
+        "train",
+        "--config",
+        str(FER_SYNTH),
+        *flags,
+        "--output-dir",
+        str(out),
+        "DATASET.ROOT",
+        fer_csv_root,
+        *overrides,
+    )
     assert code == 2, err
     assert err.startswith(f"harness: error: {message}") and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 
-def test_missing_data_root_is_one_line_and_leaves_nothing(tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture) -> None:
+def test_missing_data_root_is_one_line_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "out"
-    code, err = harness_here(capsys, "train", "--config", str(FER_SYNTH), "--output-dir", str(out),
-                             "DATASET.ROOT", str(tmp_path / "no-such.csv"))
+    code, err = harness_here(
+        capsys,
+        "train",
+        "--config",
+        str(FER_SYNTH),
+        "--output-dir",
+        str(out),
+        "DATASET.ROOT",
+        str(tmp_path / "no-such.csv"),
+    )
     assert code == 2
     assert err.strip() == f"harness: error: DATASET.ROOT {tmp_path / 'no-such.csv'} does not exist"
     assert not out.exists()
@@ -148,8 +191,9 @@ def test_missing_config_file_is_one_line(capsys: pytest.CaptureFixture) -> None:
 def _can_bind_read_only() -> bool:
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return False
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind -o ro /tmp /tmp && true"],
-                           capture_output=True)
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount --bind -o ro /tmp /tmp && true"], capture_output=True
+    )
     return probe.returncode == 0
 
 
@@ -157,8 +201,18 @@ def test_read_only_output_directory_is_one_line(tmp_path: Path, fer_csv_root: st
     """A read-only mount (root ignores permission bits, so the test mounts one)."""
     readonly = tmp_path / "ro"
     readonly.mkdir()
-    argv = [sys.executable, "-m", "harness", "train", "--config", str(FER_SYNTH), "--output-dir",
-            str(readonly / "runs"), "DATASET.ROOT", fer_csv_root]
+    argv = [
+        sys.executable,
+        "-m",
+        "harness",
+        "train",
+        "--config",
+        str(FER_SYNTH),
+        "--output-dir",
+        str(readonly / "runs"),
+        "DATASET.ROOT",
+        fer_csv_root,
+    ]
     if _can_bind_read_only():
         script = f"mount --bind -o ro {readonly} {readonly} && exec \"$@\""
         command = ["unshare", "-m", "sh", "-c", script, "sh", *argv]
@@ -170,9 +224,11 @@ def test_read_only_output_directory_is_one_line(tmp_path: Path, fer_csv_root: st
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     readonly.chmod(0o755)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == (f"harness: error: OUTPUT_DIR {readonly / 'runs'} is not writable "
-                                   f"({readonly} is read-only or not yours); set OUTPUT_DIR or --output-dir "
-                                   "to a writable directory")
+    assert proc.stderr.strip() == (
+        f"harness: error: OUTPUT_DIR {readonly / 'runs'} is not writable "
+        f"({readonly} is read-only or not yours); set OUTPUT_DIR or --output-dir "
+        "to a writable directory"
+    )
     assert not (readonly / "runs").exists()
 
 
@@ -186,8 +242,10 @@ def test_user_error_family() -> None:
 
 
 def test_help_texts_describe_cancel_and_data_summary() -> None:
-    for args, needle in ((("cancel", "--help"), "Cancel the named runs of a sweep"),
-                         (("data", "summary", "--help"), "each split's size")):
+    for args, needle in (
+        (("cancel", "--help"), "Cancel the named runs of a sweep"),
+        (("data", "summary", "--help"), "each split's size"),
+    ):
         proc = harness(*args)
         assert proc.returncode == 0 and needle in " ".join(proc.stdout.split()), proc.stdout
 
@@ -196,11 +254,25 @@ def test_bad_data_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     path = tmp_path / "fer.csv"
     path.write_text("emotion,pixels,Usage\n3,1 2\n")
     out = str(tmp_path / "out")
-    code, err = harness_here(capsys, "train", "--config", str(FER_SYNTH), "--output-dir", out,
-                             "DATASET.ROOT", str(path), "DATASET.FORMAT", "csv", "MODEL.NAME", "tiny_cnn")
+    code, err = harness_here(
+        capsys,
+        "train",
+        "--config",
+        str(FER_SYNTH),
+        "--output-dir",
+        out,
+        "DATASET.ROOT",
+        str(path),
+        "DATASET.FORMAT",
+        "csv",
+        "MODEL.NAME",
+        "tiny_cnn",
+    )
     assert code == 2
-    assert err.strip().splitlines()[-1] == (f"harness: error: {path}: row 0 (line 2) is truncated: it has 2 "
-                                            "of the 3 fields (emotion, pixels, Usage)")
+    assert err.strip().splitlines()[-1] == (
+        f"harness: error: {path}: row 0 (line 2) is truncated: it has 2 "
+        "of the 3 fields (emotion, pixels, Usage)"
+    )
     assert "Traceback" not in err
 
 
@@ -209,7 +281,9 @@ def test_launcher_errors_are_one_line_and_debug_raises(tmp_path: Path, capsys: p
 
     code, err = harness_here(capsys, "status", str(tmp_path))
     assert code == 2
-    assert err.strip() == (f"harness status: error: {tmp_path}/manifest.json not found: {tmp_path} is not a "
-                           "sweep directory (make one with `harness sweep SPEC`)")
+    assert err.strip() == (
+        f"harness status: error: {tmp_path}/manifest.json not found: {tmp_path} is not a "
+        "sweep directory (make one with `harness sweep SPEC`)"
+    )
     with pytest.raises(ManifestError):
         harness_here(capsys, "--debug", "status", str(tmp_path))

@@ -1,6 +1,7 @@
 """issue 10 items 18-19: preempted twice (during validation, during the checkpoint write),
 and killed halfway through a checkpoint write: the run still ends bit-identical to an
 uninterrupted one, and a partial checkpoint file is never picked up."""
+
 from __future__ import annotations
 
 import json
@@ -38,12 +39,19 @@ def _same_run(a: Path, b: Path) -> None:
 
 
 def test_preempted_during_validation_and_during_the_checkpoint_write_is_exact(
-        straight: Path, fer_csv_root: str, tmp_path: Path) -> None:
+    straight: Path, fer_csv_root: str, tmp_path: Path
+) -> None:
     # Real SIGTERMs to this process, through the handler `harness train` installs.
     previous = preemption.install_signal_handlers()
     try:
-        opts = fast_opts(fer_csv_root, tmp_path, RUN_NAME="twice", FAULT__PREEMPT_IN_VAL_AT_EPOCH=0,
-                         FAULT__PREEMPT_IN_CHECKPOINT_AT_STEP=6, **RUN)
+        opts = fast_opts(
+            fer_csv_root,
+            tmp_path,
+            RUN_NAME="twice",
+            FAULT__PREEMPT_IN_VAL_AT_EPOCH=0,
+            FAULT__PREEMPT_IN_CHECKPOINT_AT_STEP=6,
+            **RUN,
+        )
         cfg = load_config(FER_SYNTH, opts)
         run_dir = tmp_path / "twice"
         # 1: the signal lands in epoch 0's validation; the run stops at the next step boundary.
@@ -64,7 +72,8 @@ def test_preempted_during_validation_and_during_the_checkpoint_write_is_exact(
 
 
 def test_killed_while_writing_a_checkpoint_keeps_the_previous_one(
-        straight: Path, fer_csv_root: str, tmp_path: Path) -> None:
+    straight: Path, fer_csv_root: str, tmp_path: Path
+) -> None:
     opts = fast_opts(fer_csv_root, tmp_path, RUN_NAME="killed", FAULT__KILL_IN_CHECKPOINT_AT_STEP=6, **RUN)
     run_dir = tmp_path / "killed"
     proc = harness_cli("train", "--config", FER_SYNTH, *opts, check=False)

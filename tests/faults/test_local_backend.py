@@ -1,6 +1,7 @@
 """The local backend under faults: issue 10 items 5 (the scheduler killed: its run stops
 too), 6 (`stalled`), 7 (`lost`, then `resubmit --only unfinished`) and 17 (train.log lines
 once; ELAPSED counts the whole process). Real detached schedulers and gloo ranks."""
+
 from __future__ import annotations
 
 import collections
@@ -26,11 +27,23 @@ RUN = "ddp-g2-b8-s0"
 def _sweep(tmp_path: Path, fer_csv_root: str, epochs: int) -> tuple[Path, int]:
     """A one-run local sweep (ddp, 2 gloo ranks); returns its directory and the scheduler pid."""
     spec = tmp_path / "faults.yaml"
-    spec.write_text(yaml.safe_dump({
-        "_BASE_": str(REPO / "configs" / "sweeps" / "fer_synthetic.yaml"), "name": "faults",
-        "grid": {"gpus": [2], "batch_size_per_gpu": [8]},
-        "overrides": {"DATASET.ROOT": fer_csv_root, "LOG.WANDB.MODE": "disabled", "TRAIN.EPOCHS": epochs,
-                      "TRAIN.MAX_STEPS_PER_EPOCH": 4, "EVAL.EVERY_EPOCHS": 0, "DATA.NUM_WORKERS": 0}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "_BASE_": str(REPO / "configs" / "sweeps" / "fer_synthetic.yaml"),
+                "name": "faults",
+                "grid": {"gpus": [2], "batch_size_per_gpu": [8]},
+                "overrides": {
+                    "DATASET.ROOT": fer_csv_root,
+                    "LOG.WANDB.MODE": "disabled",
+                    "TRAIN.EPOCHS": epochs,
+                    "TRAIN.MAX_STEPS_PER_EPOCH": 4,
+                    "EVAL.EVERY_EPOCHS": 0,
+                    "DATA.NUM_WORKERS": 0,
+                },
+            }
+        )
+    )
     sweep_dir = launch_sweep(str(spec), backend="local", root=str(tmp_path), out=io.StringIO())
     job = json.loads((sweep_dir / "manifest.json").read_text())["runs"][RUN]["job_id"]
     assert job.startswith("local-queue:")
@@ -44,6 +57,7 @@ def _training(sweep_dir: Path) -> tuple[int, list[int]]:
     def ready():
         beats = [heartbeat(run_dir, r) for r in (0, 1)]
         return [b["pid"] for b in beats] if all(b and b["step"] >= 2 for b in beats) else None
+
     ranks = wait_for(ready, 240, "the run's ranks to train")
     job = json.loads((sweep_dir / "manifest.json").read_text())["runs"][RUN]["job_id"]
     assert job.startswith("local:")

@@ -1,5 +1,6 @@
 """issue 10 item 20: TRAIN.NAN_POLICY stop|skip, with the non-finite step found on the
 device and read only at the window boundary or a checkpoint (harness.nan_guard)."""
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,15 @@ from tests.faults.helpers import status
 from tests.spine_helpers import FER_SYNTH, fast_opts, model_state, records
 
 # Plain SGD (no momentum, no decay, constant LR): a step with a zero gradient changes nothing.
-PLAIN = dict(TRAIN__EPOCHS=1, TRAIN__MOMENTUM=0.0, TRAIN__WD=0.0, TRAIN__SCHEDULER="none",
-             EVAL__EVERY_EPOCHS=0, LOG__EVERY_N_STEPS=3, LOG__WANDB__MODE="disabled")
+PLAIN = dict(
+    TRAIN__EPOCHS=1,
+    TRAIN__MOMENTUM=0.0,
+    TRAIN__WD=0.0,
+    TRAIN__SCHEDULER="none",
+    EVAL__EVERY_EPOCHS=0,
+    LOG__EVERY_N_STEPS=3,
+    LOG__WANDB__MODE="disabled",
+)
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -25,12 +33,22 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_skip_leaves_the_weights_as_if_the_step_never_happened(fer_csv_root: str, tmp_path: Path) -> None:
-    two = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="two",
-                                           TRAIN__MAX_STEPS_PER_EPOCH=2, **PLAIN))
+    two = load_config(
+        FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="two", TRAIN__MAX_STEPS_PER_EPOCH=2, **PLAIN)
+    )
     assert launch(two) == "completed"
-    skip = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="skip",
-                                            TRAIN__MAX_STEPS_PER_EPOCH=3, TRAIN__NAN_POLICY="skip",
-                                            FAULT__NAN_AT_STEP=2, **PLAIN))
+    skip = load_config(
+        FER_SYNTH,
+        fast_opts(
+            fer_csv_root,
+            tmp_path,
+            RUN_NAME="skip",
+            TRAIN__MAX_STEPS_PER_EPOCH=3,
+            TRAIN__NAN_POLICY="skip",
+            FAULT__NAN_AT_STEP=2,
+            **PLAIN,
+        ),
+    )
     assert launch(skip) == "completed"
     a, b = _weights(tmp_path / "two"), _weights(tmp_path / "skip")
     for key in a:
@@ -42,10 +60,18 @@ def test_skip_leaves_the_weights_as_if_the_step_never_happened(fer_csv_root: str
 
 
 def test_stop_fails_before_a_checkpoint_holds_the_bad_step(fer_csv_root: str, tmp_path: Path) -> None:
-    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="stop",
-                                           TRAIN__MAX_STEPS_PER_EPOCH=6, FAULT__NAN_AT_STEP=2,
-                                           CHECKPOINT__EVERY_N_STEPS=1,
-                                           **dict(PLAIN, LOG__EVERY_N_STEPS=6)))
+    cfg = load_config(
+        FER_SYNTH,
+        fast_opts(
+            fer_csv_root,
+            tmp_path,
+            RUN_NAME="stop",
+            TRAIN__MAX_STEPS_PER_EPOCH=6,
+            FAULT__NAN_AT_STEP=2,
+            CHECKPOINT__EVERY_N_STEPS=1,
+            **dict(PLAIN, LOG__EVERY_N_STEPS=6),
+        ),
+    )
     with pytest.raises(NonFiniteError, match="step 3"):
         launch(cfg)
     st = status(tmp_path / "stop")

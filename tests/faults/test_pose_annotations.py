@@ -1,6 +1,7 @@
 """Pose annotations checked when the dataset is built (issue 10, item 12): each bad annotation
 names the file and its id; DATA.ON_BAD_SAMPLE skip drops and counts them (log, run.json,
 `harness data summary`)."""
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("change, message, reason", CASES, ids=[c[2] + c[0].__name__ for c in CASES])
-def test_bad_annotation_is_named_when_the_dataset_is_built(pose_root: Path, tmp_path: Path, change: Any,
-                                                           message: str, reason: str) -> None:
+def test_bad_annotation_is_named_when_the_dataset_is_built(
+    pose_root: Path, tmp_path: Path, change: Any, message: str, reason: str
+) -> None:
     root, path, ann_id = corrupt(pose_root, tmp_path, change)
     cfg = load_config(TINY, ["DATASET.ROOT", str(root)])
     with pytest.raises(PoseDataError, match=rf"^{path}: annotation {ann_id}\b.*{message}") as info:
@@ -84,8 +86,9 @@ def test_bad_annotation_is_named_when_the_dataset_is_built(pose_root: Path, tmp_
 
 
 @pytest.mark.parametrize("change, message, reason", CASES, ids=[c[2] + c[0].__name__ for c in CASES])
-def test_skip_drops_and_counts_the_bad_annotation(pose_root: Path, tmp_path: Path, change: Any, message: str,
-                                                  reason: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_skip_drops_and_counts_the_bad_annotation(
+    pose_root: Path, tmp_path: Path, change: Any, message: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
     clean = COCOKeypoints(load_config(TINY, ["DATASET.ROOT", str(pose_root)]), "train", is_train=True)
     root, path, ann_id = corrupt(pose_root, tmp_path, change)
     cfg = load_config(TINY, ["DATASET.ROOT", str(root), "DATA.ON_BAD_SAMPLE", "skip"])
@@ -99,23 +102,45 @@ def test_skip_drops_and_counts_the_bad_annotation(pose_root: Path, tmp_path: Pat
 
 
 @pytest.mark.slow  # one real (tiny) pose training run: ~60 s on 2 busy cores
-def test_run_json_and_data_summary_count_the_skipped(pose_root: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture) -> None:
+def test_run_json_and_data_summary_count_the_skipped(
+    pose_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     root, _, _ = corrupt(pose_root, tmp_path, _text_keypoint)
     from harness.cli import main
     from harness.spawn import launch
 
     capsys.readouterr()
-    assert main(["data", "summary", "--config", TINY, "DATASET.ROOT", str(root), "DATA.ON_BAD_SAMPLE",
-                 "skip"]) == 0
+    assert (
+        main(["data", "summary", "--config", TINY, "DATASET.ROOT", str(root), "DATA.ON_BAD_SAMPLE", "skip"])
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["train"]["bad_annotations"] == {"bad_keypoints": 1} and summary["train"]["skipped"] == 1
     assert summary["val"]["bad_annotations"] == {} and summary["val"]["skipped"] == 0
 
-    cfg = load_config(TINY, ["DATASET.ROOT", str(root), "DATA.ON_BAD_SAMPLE", "skip", "OUTPUT_DIR",
-                             str(tmp_path / "out"), "RUN_NAME", "skip", "TRAIN.EPOCHS", "1",
-                             "TRAIN.MAX_STEPS_PER_EPOCH", "1", "LOG.WANDB.MODE", "disabled",
-                             "DATA.NUM_WORKERS", "0", "TRAIN.BATCH_SIZE_PER_GPU", "4"])
+    cfg = load_config(
+        TINY,
+        [
+            "DATASET.ROOT",
+            str(root),
+            "DATA.ON_BAD_SAMPLE",
+            "skip",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            "RUN_NAME",
+            "skip",
+            "TRAIN.EPOCHS",
+            "1",
+            "TRAIN.MAX_STEPS_PER_EPOCH",
+            "1",
+            "LOG.WANDB.MODE",
+            "disabled",
+            "DATA.NUM_WORKERS",
+            "0",
+            "TRAIN.BATCH_SIZE_PER_GPU",
+            "4",
+        ],
+    )
     assert launch(cfg) == "completed"
     run_dir = tmp_path / "out" / "skip"
     identity = json.loads((run_dir / "run.json").read_text())
@@ -134,13 +159,27 @@ def test_detection_for_a_missing_image_is_named_when_built(pose_root: Path, tmp_
     image = next(i for i in data["images"] if i["id"] == detection["image_id"])
     missing = root / "images" / "val" / image["file_name"]
     missing.unlink()
-    opts = ["DATASET.ROOT", str(root), "TEST.USE_GT_BBOX", "false", "TEST.COCO_BBOX_FILE", str(bbox_file),
-            "TEST.IMAGE_THRE", "0.0"]
-    with pytest.raises(PoseDataError, match=rf"^{bbox_file}: detection for image id {image['id']}: image "
-                                            rf"file not found: {missing}"):
+    opts = [
+        "DATASET.ROOT",
+        str(root),
+        "TEST.USE_GT_BBOX",
+        "false",
+        "TEST.COCO_BBOX_FILE",
+        str(bbox_file),
+        "TEST.IMAGE_THRE",
+        "0.0",
+    ]
+    with pytest.raises(
+        PoseDataError,
+        match=rf"^{bbox_file}: detection for image id {image['id']}: image "
+        rf"file not found: {missing}",
+    ):
         COCOKeypoints(load_config(TINY, opts), "val", is_train=False)
     dataset = COCOKeypoints(load_config(TINY, [*opts, "DATA.ON_BAD_SAMPLE", "skip"]), "val", is_train=False)
-    dropped = sum(1 for d in json.loads(bbox_file.read_text())
-                  if d["image_id"] == image["id"] and d.get("category_id") == 1)
+    dropped = sum(
+        1
+        for d in json.loads(bbox_file.read_text())
+        if d["image_id"] == image["id"] and d.get("category_id") == 1
+    )
     assert dataset.skipped == {"missing_image": dropped} and len(dataset) > 0
     assert image["id"] not in set(dataset.image_ids.tolist())

@@ -1,5 +1,6 @@
 """issue 10 items 4-6: no orphan, no hang. Real `harness train` runs with two gloo ranks:
 rank 0 killed (-9), the launcher killed (-9), rank 1 frozen (SIGSTOP)."""
+
 from __future__ import annotations
 
 import json
@@ -15,18 +16,34 @@ from tests.spine_helpers import FER_SYNTH, fast_opts
 
 
 def _ddp2(fer_csv_root: str, tmp_path: Path, name: str, **extra: object) -> list[str]:
-    return ["--config", FER_SYNTH, *fast_opts(
-        fer_csv_root, tmp_path, RUN_NAME=name, DIST__STRATEGY="ddp", DIST__GPUS=2, TRAIN__EPOCHS=500,
-        TRAIN__MAX_STEPS_PER_EPOCH=4, TRAIN__BATCH_SIZE_PER_GPU=8, EVAL__EVERY_EPOCHS=0,
-        DATA__NUM_WORKERS=0, LOG__WANDB__MODE="disabled", **extra)]
+    return [
+        "--config",
+        FER_SYNTH,
+        *fast_opts(
+            fer_csv_root,
+            tmp_path,
+            RUN_NAME=name,
+            DIST__STRATEGY="ddp",
+            DIST__GPUS=2,
+            TRAIN__EPOCHS=500,
+            TRAIN__MAX_STEPS_PER_EPOCH=4,
+            TRAIN__BATCH_SIZE_PER_GPU=8,
+            EVAL__EVERY_EPOCHS=0,
+            DATA__NUM_WORKERS=0,
+            LOG__WANDB__MODE="disabled",
+            **extra,
+        ),
+    ]
 
 
 def _training_ranks(run_dir: Path, proc) -> list[int]:
     """Pids of ranks 0 and 1 once both have trained a few steps."""
+
     def ready():
         assert proc.poll() is None, f"the launcher ended early ({proc.returncode})"
         beats = [heartbeat(run_dir, r) for r in (0, 1)]
         return [b["pid"] for b in beats] if all(b and b["step"] >= 2 for b in beats) else None
+
     return wait_for(ready, 180, "both ranks to train")
 
 
@@ -77,8 +94,9 @@ def test_launcher_killed_takes_its_ranks_with_it(fer_csv_root: str, tmp_path: Pa
 def test_frozen_rank_fails_the_run_within_the_timeout_naming_it(fer_csv_root: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "frozen"
     timeout_s = 8
-    proc = start_train(*_ddp2(fer_csv_root, tmp_path, "frozen", DIST__TIMEOUT_S=timeout_s),
-                       log=tmp_path / "out.log")
+    proc = start_train(
+        *_ddp2(fer_csv_root, tmp_path, "frozen", DIST__TIMEOUT_S=timeout_s), log=tmp_path / "out.log"
+    )
     pids = _training_ranks(run_dir, proc)
     try:
         frozen_at = time.time()
@@ -113,12 +131,21 @@ def test_die_with_parent_delivers_the_requested_signal(tmp_path: Path) -> None:
         "signal.signal(signal.SIGUSR2, on)\n"
         "die_with_parent(signal.SIGUSR2)\n"
         f"pathlib.Path({str(ready)!r}).touch()\n"
-        "time.sleep(300)\n")
+        "time.sleep(300)\n"
+    )
     parent = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys, time\n"
-         f"p = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
-         "print(p.pid, flush=True)\ntime.sleep(300)"],
-        cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            f"p = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+            "print(p.pid, flush=True)\ntime.sleep(300)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     child_pid = int(parent.stdout.readline())
     try:
         wait_for(ready.exists, 120, "the child to arm its parent-death signal")

@@ -2,6 +2,7 @@
 checkpoint's before anything in the run directory is written; a difference in the
 run's identity is refused in one line; ``--resume force`` is the recorded override;
 a completed run relaunched as it was is left untouched."""
+
 from __future__ import annotations
 
 import json

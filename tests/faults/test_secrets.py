@@ -1,6 +1,7 @@
 """issue 10 item 22: secrets in the environment (a fake WANDB_API_KEY, *_TOKEN, *_KEY)
 never reach config.yaml, run.json, logs, W&B's offline files, the manifest or the
 submitit pickles. Every file of a real run (and sweep) directory is grepped, bytes too."""
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,11 @@ def _leaks(directory: Path) -> list[str]:
     found = []
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         data = path.read_bytes()
-        found += [f"{path.relative_to(directory)}: {name}" for name, value in SECRETS.items()
-                  if value.encode() in data]
+        found += [
+            f"{path.relative_to(directory)}: {name}"
+            for name, value in SECRETS.items()
+            if value.encode() in data
+        ]
     return found
 
 
@@ -59,31 +63,50 @@ def _sweep_spec(tmp_path: Path, fer_csv_root: str, name: str) -> Path:
     from tests.spine_helpers import REPO
 
     spec = tmp_path / f"{name}.yaml"
-    spec.write_text(yaml.safe_dump({
-        "_BASE_": str(REPO / "configs" / "sweeps" / "fer_synthetic.yaml"), "name": name,
-        "grid": {"gpus": [1], "batch_size_per_gpu": [16]},
-        "overrides": {"DATASET.ROOT": fer_csv_root, "LOG.WANDB.MODE": "offline",
-                      "TRAIN.MAX_STEPS_PER_EPOCH": 2}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "_BASE_": str(REPO / "configs" / "sweeps" / "fer_synthetic.yaml"),
+                "name": name,
+                "grid": {"gpus": [1], "batch_size_per_gpu": [16]},
+                "overrides": {
+                    "DATASET.ROOT": fer_csv_root,
+                    "LOG.WANDB.MODE": "offline",
+                    "TRAIN.MAX_STEPS_PER_EPOCH": 2,
+                },
+            }
+        )
+    )
     return spec
 
 
 @pytest.mark.slow
 def test_a_local_sweep_writes_no_secret(secret_env: None, fer_csv_root: str, tmp_path: Path) -> None:
-    sweep_dir = launch_sweep(str(_sweep_spec(tmp_path, fer_csv_root, "secrets")), backend="local",
-                             root=str(tmp_path / "sweeps"), out=io.StringIO())
+    sweep_dir = launch_sweep(
+        str(_sweep_spec(tmp_path, fer_csv_root, "secrets")),
+        backend="local",
+        root=str(tmp_path / "sweeps"),
+        out=io.StringIO(),
+    )
     assert [r.state for r in wait_for_sweep(sweep_dir, poll_s=1, timeout_s=300)] == ["completed"]
     assert {"manifest.json", "scheduler.log", "train.log", "config.yaml"} <= _files(sweep_dir)
     assert _leaks(sweep_dir) == []
 
 
 @pytest.mark.slurm
-def test_a_slurm_submission_writes_no_secret(secret_env: None, slurm_cluster, monkeypatch: pytest.MonkeyPatch,
-                                            fer_csv_root: str, tmp_path: Path) -> None:
+def test_a_slurm_submission_writes_no_secret(
+    secret_env: None, slurm_cluster, monkeypatch: pytest.MonkeyPatch, fer_csv_root: str, tmp_path: Path
+) -> None:
     from tests.test_launcher_slurm import _client_profile
 
     profile = _client_profile(slurm_cluster, monkeypatch, tmp_path, "secrets")
-    sweep_dir = launch_sweep(str(_sweep_spec(tmp_path, fer_csv_root, "secrets_slurm")), backend="slurm",
-                             cluster=profile, root=str(tmp_path / "sweeps"), out=io.StringIO())
+    sweep_dir = launch_sweep(
+        str(_sweep_spec(tmp_path, fer_csv_root, "secrets_slurm")),
+        backend="slurm",
+        cluster=profile,
+        root=str(tmp_path / "sweeps"),
+        out=io.StringIO(),
+    )
     assert [r.state for r in wait_for_sweep(sweep_dir, poll_s=2, timeout_s=300)] == ["completed"]
     pickles = [p for p in sweep_dir.rglob("*.pkl")]
     assert pickles, "no submitit pickles to check"

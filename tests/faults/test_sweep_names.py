@@ -1,6 +1,7 @@
 """Sweeps (issue 10, items 8 and 10): run names stay within file-name limits, the dry run
 checks what the submission needs, a submission that fails part-way leaves a sweep that
 `status` and `resubmit` handle, and grid axes on identity keys are honoured or refused."""
+
 from __future__ import annotations
 
 import io
@@ -24,12 +25,23 @@ BASE = str(REPO / "configs" / "fer" / "effnet_b0_synthetic.yaml")
 LONG_A, LONG_B = "a" * 300, "a" * 299 + "b"  # longer than NAME_MAX (255), equal prefixes
 
 
-def write_spec(tmp_path: Path, name: str, data_root: str, grid: dict[str, Any],
-               overrides: dict[str, Any] | None = None) -> Path:
-    spec = {"name": name, "base": BASE, "grid": grid,
-            "overrides": {"DATASET.ROOT": data_root, "MODEL.NAME": "tiny_cnn", "TRAIN.EPOCHS": 1,
-                          "TRAIN.MAX_STEPS_PER_EPOCH": 2, "LOG.PROGRESS": False, "LOG.WANDB.MODE": "disabled",
-                          **(overrides or {})}}
+def write_spec(
+    tmp_path: Path, name: str, data_root: str, grid: dict[str, Any], overrides: dict[str, Any] | None = None
+) -> Path:
+    spec = {
+        "name": name,
+        "base": BASE,
+        "grid": grid,
+        "overrides": {
+            "DATASET.ROOT": data_root,
+            "MODEL.NAME": "tiny_cnn",
+            "TRAIN.EPOCHS": 1,
+            "TRAIN.MAX_STEPS_PER_EPOCH": 2,
+            "LOG.PROGRESS": False,
+            "LOG.WANDB.MODE": "disabled",
+            **(overrides or {}),
+        },
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -49,8 +61,9 @@ def test_long_names_get_a_readable_prefix_and_a_hash() -> None:
 def test_dry_run_and_submission_accept_the_same_long_grid_values(tmp_path: Path, fer_csv_root: str) -> None:
     spec = write_spec(tmp_path, "long", fer_csv_root, {"LOG.WANDB.PROJECT": [LONG_A, LONG_B]})
     out = io.StringIO()
-    sweep_dir = launch_sweep(str(spec), backend="slurm", cluster="local", root=str(tmp_path / "root"),
-                             dry_run=True, out=out)
+    sweep_dir = launch_sweep(
+        str(spec), backend="slurm", cluster="local", root=str(tmp_path / "root"), dry_run=True, out=out
+    )
     names = [p.name for p in expand_sweep(load_spec(spec), sweep_dir)]
     assert len(set(names)) == 2 and all(len(n) <= MAX_RUN_NAME for n in names)
     assert all(n in out.getvalue() for n in names)
@@ -58,7 +71,8 @@ def test_dry_run_and_submission_accept_the_same_long_grid_values(tmp_path: Path,
 
 
 def test_a_path_the_file_system_cannot_hold_fails_the_dry_run_like_the_submission(
-        tmp_path: Path, fer_csv_root: str) -> None:
+    tmp_path: Path, fer_csv_root: str
+) -> None:
     spec = write_spec(tmp_path, "deep", fer_csv_root, {"gpus": [1]})
     root = tmp_path / "/".join(["d" * 200] * 20)  # > PATH_MAX (4096) once runs/<name> is added
     for dry_run in (True, False):
@@ -69,8 +83,8 @@ def test_a_path_the_file_system_cannot_hold_fails_the_dry_run_like_the_submissio
 
 @pytest.mark.slow  # one real run through the local backend: ~60 s on 2 busy cores
 def test_failed_submission_leaves_a_sweep_status_and_resubmit_handle(
-        tmp_path: Path, fer_csv_root: str, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture) -> None:
+    tmp_path: Path, fer_csv_root: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """Submission fails for real after the manifest was written: the Slurm clients are not on
     PATH (as on a machine without Slurm), so submitit cannot submit."""
     spec = write_spec(tmp_path, "broken", fer_csv_root, {"LOG.WANDB.PROJECT": [LONG_A]})
@@ -104,8 +118,9 @@ def test_failed_submission_leaves_a_sweep_status_and_resubmit_handle(
 
 
 # --------------------------------------------------------------- item 10
-@pytest.mark.parametrize("where, key", [("grid", "RUN_NAME"), ("grid", "OUTPUT_DIR"), ("grid", "SWEEP"),
-                                        ("overrides", "RUN_NAME")])
+@pytest.mark.parametrize(
+    "where, key", [("grid", "RUN_NAME"), ("grid", "OUTPUT_DIR"), ("grid", "SWEEP"), ("overrides", "RUN_NAME")]
+)
 def test_identity_keys_in_a_grid_are_refused(tmp_path: Path, fer_csv_root: str, where: str, key: str) -> None:
     grid = {key: ["x", "y"]} if where == "grid" else {"gpus": [1]}
     spec = write_spec(tmp_path, "ident", fer_csv_root, grid, {key: "x"} if where == "overrides" else None)

@@ -1,6 +1,7 @@
 """issue 10 item 21: W&B killed mid-run (its wandb-core service process, SIGKILL): training
 goes on to the end with the local metrics complete and one warning at most. (A bad key
 against an unreachable server: tests/test_wandb_logging.py::test_unreachable_wandb_warns...)"""
+
 from __future__ import annotations
 
 import json
@@ -35,13 +36,21 @@ def _descendants(root: int) -> list[tuple[int, str]]:
 
 
 @pytest.mark.slow
-def test_wandb_killed_mid_run_costs_nothing_but_a_warning(fer_csv_root: str, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wandb_killed_mid_run_costs_nothing_but_a_warning(
+    fer_csv_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in [k for k in os.environ if k.startswith("WANDB") and "SERVICE" in k]:
         monkeypatch.delenv(name)  # an in-process W&B run of this session: the child must start its own core
-    opts = fast_opts(fer_csv_root, tmp_path, RUN_NAME="wbkill", TRAIN__EPOCHS=12,
-                     TRAIN__MAX_STEPS_PER_EPOCH=4,
-                     EVAL__EVERY_EPOCHS=4, LOG__WANDB__MODE="offline", DATA__NUM_WORKERS=0)
+    opts = fast_opts(
+        fer_csv_root,
+        tmp_path,
+        RUN_NAME="wbkill",
+        TRAIN__EPOCHS=12,
+        TRAIN__MAX_STEPS_PER_EPOCH=4,
+        EVAL__EVERY_EPOCHS=4,
+        LOG__WANDB__MODE="offline",
+        DATA__NUM_WORKERS=0,
+    )
     run_dir = tmp_path / "wbkill"
     proc = start_train("--config", FER_SYNTH, *opts, env={"WANDB_MODE": "offline"}, log=tmp_path / "out.log")
     try:
@@ -56,6 +65,9 @@ def test_wandb_killed_mid_run_costs_nothing_but_a_warning(fer_csv_root: str, tmp
     kinds = [r["kind"] for r in records(run_dir)]
     assert kinds.count("train") == 24 and kinds.count("epoch") == 12 and kinds.count("val") == 3
     assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
-    warnings = [line for line in (run_dir / "train.log").read_text().splitlines() if "W&B" in line and
-                "WARNING" in line]
+    warnings = [
+        line
+        for line in (run_dir / "train.log").read_text().splitlines()
+        if "W&B" in line and "WARNING" in line
+    ]
     assert len(warnings) <= 1, warnings

@@ -3,6 +3,7 @@
 Everything here needs CUDA to do anything; the test modules skip themselves (module
 level) on a machine without it, so importing this file on the CPU is harmless.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ def skip_without_cuda(min_gpus: int = 1) -> None:
     if not torch.cuda.is_available():
         pytest.skip(SKIP_REASON, allow_module_level=True)
     if torch.cuda.device_count() < min_gpus:
-        pytest.skip(f"needs {min_gpus} CUDA devices, {torch.cuda.device_count()} visible",
-                    allow_module_level=True)
+        pytest.skip(
+            f"needs {min_gpus} CUDA devices, {torch.cuda.device_count()} visible", allow_module_level=True
+        )
 
 
 def tiny_cnn(seed: int = 0, norm: str = "none") -> nn.Module:
@@ -32,8 +34,14 @@ def tiny_cnn(seed: int = 0, norm: str = "none") -> nn.Module:
     layers: list[nn.Module] = [nn.Conv2d(1, 8, 3, padding=1)]
     if norm == "bn":
         layers.append(nn.BatchNorm2d(8))
-    layers += [nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 7)]
+    layers += [
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 7),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -56,10 +64,32 @@ def harness_run(fer_root: str, out: Path, name: str, *opts: str) -> Path:
     from harness.config import load_config
     from harness.spawn import launch
 
-    cfg = load_config("configs/fer/effnet_b0_synthetic.yaml", [
-        "DATASET.ROOT", fer_root, "OUTPUT_DIR", str(out), "RUN_NAME", name, "TRAIN.EPOCHS", "1",
-        "TRAIN.MAX_STEPS_PER_EPOCH", "60", "EVAL.EVERY_EPOCHS", "0", "LOG.EVERY_N_STEPS", "10",
-        "LOG.WARMUP_STEPS", "10", "LOG.PROGRESS", "False", "LOG.WANDB.MODE", "disabled", *opts])
+    cfg = load_config(
+        "configs/fer/effnet_b0_synthetic.yaml",
+        [
+            "DATASET.ROOT",
+            fer_root,
+            "OUTPUT_DIR",
+            str(out),
+            "RUN_NAME",
+            name,
+            "TRAIN.EPOCHS",
+            "1",
+            "TRAIN.MAX_STEPS_PER_EPOCH",
+            "60",
+            "EVAL.EVERY_EPOCHS",
+            "0",
+            "LOG.EVERY_N_STEPS",
+            "10",
+            "LOG.WARMUP_STEPS",
+            "10",
+            "LOG.PROGRESS",
+            "False",
+            "LOG.WANDB.MODE",
+            "disabled",
+            *opts,
+        ],
+    )
     assert launch(cfg) == "completed"
     return out / name
 
@@ -84,8 +114,13 @@ def ddp_worker(rank: int, world: int, init_file: str, per_rank: int, norm: str, 
         grads = gradients(model)
         optimizer.step()
         if rank == 0:
-            torch.save({"grads": grads, "params": [p.detach().cpu() for p in model.parameters()],
-                        "buffers": [b.detach().cpu() for b in model.buffers()]},
-                       os.path.join(out_dir, "ddp.pt"))
+            torch.save(
+                {
+                    "grads": grads,
+                    "params": [p.detach().cpu() for p in model.parameters()],
+                    "buffers": [b.detach().cpu() for b in model.buffers()],
+                },
+                os.path.join(out_dir, "ddp.pt"),
+            )
     finally:
         dist.destroy_process_group()

@@ -1,5 +1,6 @@
 """dp on every visible GPU and NCCL DDP give the gradients of one GPU with the same global batch;
 SyncBN over 2 ranks equals BatchNorm over the whole batch."""
+
 from __future__ import annotations
 
 from pathlib import Path
