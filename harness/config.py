@@ -176,6 +176,14 @@ def validate_harness(cfg: CN) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
+    not_negative = {
+        "CHECKPOINT.EVERY_EPOCHS": cfg.CHECKPOINT.EVERY_EPOCHS,
+        "CHECKPOINT.EVERY_N_STEPS": cfg.CHECKPOINT.EVERY_N_STEPS,
+        "EVAL.EVERY_EPOCHS": cfg.EVAL.EVERY_EPOCHS,
+    }
+    for key, value in not_negative.items():
+        if value < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0 (0 disables), got {value}")
     if d.GPUS < 0:
         raise ConfigError(f"config key 'DIST.GPUS' must be >= 0, got {d.GPUS}")
     if d.STRATEGY == "ddp" and d.GPUS == 0:

@@ -126,7 +126,7 @@ _C.LOG.WANDB.TAGS = []
 _C.LOG.WANDB.INIT_TIMEOUT = 90
 
 _C.CHECKPOINT = CN()
-# Write checkpoints/last.pt every N epochs (and at the end, and on preemption).
+# Write checkpoints/last.pt every N epochs (and at the end, and on preemption); 0: only those.
 _C.CHECKPOINT.EVERY_EPOCHS = 1
 # Also write checkpoints/last.pt every N optimizer steps; 0 disables.
 _C.CHECKPOINT.EVERY_N_STEPS = 0

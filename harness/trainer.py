@@ -262,7 +262,8 @@ class Trainer:
             self.epoch_loss = Meter()
             self.clock.new_epoch()
             self.epoch_metrics = MeterSet()
-            if self.epoch % cfg.CHECKPOINT.EVERY_EPOCHS == 0 or self.epoch == cfg.TRAIN.EPOCHS:
+            ckpt_every = cfg.CHECKPOINT.EVERY_EPOCHS  # 0: only at the end (and on preemption)
+            if (ckpt_every and self.epoch % ckpt_every == 0) or self.epoch == cfg.TRAIN.EPOCHS:
                 self.save()
             self.log.status(state="running", epoch=self.epoch, step=self.global_step)
         return "completed"

@@ -60,6 +60,8 @@ def test_unknown_key_names_key_and_suggests(tmp_path: Path) -> None:
         (["TRAIN.CLASS_WEIGHTING", "focal"], r"TRAIN\.CLASS_WEIGHTING"),
         (["TASK", "segmentation"], r"TASK.*fer, pose"),
         (["TRAIN.LR"], r"KEY VALUE pairs"),
+        (["CHECKPOINT.EVERY_EPOCHS", "-1"], r"CHECKPOINT\.EVERY_EPOCHS.*>= 0"),
+        (["EVAL.EVERY_EPOCHS", "-2"], r"EVAL\.EVERY_EPOCHS.*>= 0"),
     ],
 )
 def test_bad_values_fail_at_load_with_the_key(opts: list[str], message: str) -> None:
