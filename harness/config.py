@@ -158,20 +158,15 @@ def _get(cfg: CN, full_key: str) -> Any:
     return node
 
 
-def validate_harness(cfg: CN) -> None:
-    """Checks that hold for every workload; raises ConfigError naming the key."""
-    for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"config key '{key}' is {value!r}; choose one of {', '.join(allowed)}")
-    d, t = cfg.DIST, cfg.TRAIN
+def _check_ranges(cfg: CN) -> None:
+    """Counts that must be >= 1, and intervals that must be >= 0 (0 disables)."""
     positive = {
-        "DIST.NODES": d.NODES,
-        "TRAIN.EPOCHS": t.EPOCHS,
-        "TRAIN.BATCH_SIZE_PER_GPU": t.BATCH_SIZE_PER_GPU,
-        "TRAIN.GRAD_ACCUM": t.GRAD_ACCUM,
+        "DIST.NODES": cfg.DIST.NODES,
+        "TRAIN.EPOCHS": cfg.TRAIN.EPOCHS,
+        "TRAIN.BATCH_SIZE_PER_GPU": cfg.TRAIN.BATCH_SIZE_PER_GPU,
+        "TRAIN.GRAD_ACCUM": cfg.TRAIN.GRAD_ACCUM,
         "LOG.EVERY_N_STEPS": cfg.LOG.EVERY_N_STEPS,
-        "TRAIN.LR_BASE_BATCH": t.LR_BASE_BATCH,
+        "TRAIN.LR_BASE_BATCH": cfg.TRAIN.LR_BASE_BATCH,
     }
     for key, value in positive.items():
         if value < 1:
@@ -184,6 +179,16 @@ def validate_harness(cfg: CN) -> None:
     for key, value in not_negative.items():
         if value < 0:
             raise ConfigError(f"config key '{key}' must be >= 0 (0 disables), got {value}")
+
+
+def validate_harness(cfg: CN) -> None:
+    """Checks that hold for every workload; raises ConfigError naming the key."""
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' is {value!r}; choose one of {', '.join(allowed)}")
+    _check_ranges(cfg)
+    d, t = cfg.DIST, cfg.TRAIN
     if d.GPUS < 0:
         raise ConfigError(f"config key 'DIST.GPUS' must be >= 0, got {d.GPUS}")
     if d.STRATEGY == "ddp" and d.GPUS == 0:
