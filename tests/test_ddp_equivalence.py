@@ -14,6 +14,7 @@ from harness.spawn import launch
 from tests.spine_helpers import FER_SYNTH, fast_opts, model_state, records
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_with_double_batch(fer_csv_root: str, tmp_path: Path) -> None:
     # tiny_cnn has no BatchNorm and dropout is off, so the two runs see the same function;
     # the sampler gives rank r the samples r, r+2, ... of the single run's batch.
@@ -98,6 +99,7 @@ def _evaluate_worker(rank: int, world: int, port: int, cfg, out: str) -> None:
     du.destroy_distributed()
 
 
+@pytest.mark.slow
 def test_distributed_validation_equals_single_process(fer_csv_root: str, tmp_path: Path) -> None:
     from harness.distributed import find_free_port
 

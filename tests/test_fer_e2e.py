@@ -116,6 +116,7 @@ def test_bad_input_names_the_problem(fer_csv_root: str, tmp_path: Path) -> None:
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_nan_loss_fails_with_the_step_and_keeps_the_checkpoint(fer_csv_root: str, tmp_path: Path) -> None:
     opts = fast_opts(fer_csv_root, tmp_path, RUN_NAME="nan", FAULT__NAN_AT_STEP=5)
     proc = harness_cli("train", "--config", FER_SYNTH, *opts, check=False)

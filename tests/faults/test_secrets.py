@@ -46,6 +46,7 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")  # the real client, writing its files locally
 
 
+@pytest.mark.slow
 def test_a_local_run_writes_no_secret(secret_env: None, fer_csv_root: str, tmp_path: Path) -> None:
     opts = fast_opts(fer_csv_root, tmp_path, RUN_NAME="secret", TRAIN__EPOCHS=1, LOG__WANDB__MODE="offline")
     harness_cli("train", "--config", FER_SYNTH, *opts)  # the child inherits this environment
