@@ -31,7 +31,7 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q
 
-## test-fast: the lane to run while working (no `slow`, no `slurm` tests; about 2 minutes)
+## test-fast: the lane to run while working (no `slow`, no `slurm` tests; about 3 minutes on 2 cores)
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not slurm and not gpu" -p no:cacheprovider
 
