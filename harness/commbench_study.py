@@ -116,7 +116,7 @@ def _cluster_script(command: str, *args: str, state_dir: Path | None) -> str:
 
 @contextlib.contextmanager
 def shaped_link(rate: str, state_dir: Path | None = None) -> Iterator[None]:
-    """The node1 <-> node2 link at ``rate`` inside the block, unshaped after it."""
+    """The link between the two nodes at ``rate`` inside the block, unshaped after it."""
     _cluster_script("shape", rate, state_dir=state_dir)
     try:
         yield

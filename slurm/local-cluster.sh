@@ -40,11 +40,10 @@ PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 REQUIRED_COMMANDS=(slurmctld slurmd slurmdbd sbatch sacct sacctmgr munged mungekey mariadbd
                    mariadb-install-db mariadb mariadb-admin)
 
-# The 2-node network: the project's own test addresses, one bridge in the root namespace
-# (the controller's side) and one network namespace per node.
-NET_PREFIX=10.77.0
-BRIDGE=slurml-br0
-NETNS_PREFIX=slurmlocal-
+# The 2-node network: one bridge in the root namespace (the controller's side) and one
+# network namespace per node.  Its names, node names and subnet are derived from the state
+# dir (see network_names), so clusters of different checkouts never collide.
+NET_OCTET_BASE=10.77
 HOSTS_FILE=/etc/hosts
 GLOBAL_LOCK=/run/lock/slurm-local.lock
 
@@ -87,6 +86,7 @@ parse_args() {
     SLURM_CONF_PATH="$STATE_DIR/etc/slurm.conf"
     CLUSTER_ENV="$STATE_DIR/cluster.env"
     HOSTS_MARKER="# slurm-local:$STATE_DIR"
+    network_names
 }
 
 # shellcheck source=lib/processes.sh
@@ -134,7 +134,7 @@ wait_for() {  # wait_for DESCRIPTION LOGFILE COMMAND...: poll up to TIMEOUT_S se
 slurm() { SLURM_CONF="$SLURM_CONF_PATH" "$@"; }
 
 node_names() {
-    if [[ "$NODES" == 2 ]]; then echo "node1 node2"; else hostname -s; fi
+    if [[ "$NODES" == 2 ]]; then echo "${NODE_PREFIX}1 ${NODE_PREFIX}2"; else hostname -s; fi
 }
 
 ensure_packages() {
@@ -185,8 +185,11 @@ write_configs() {
     mem_mb=$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
     if [[ "$NODES" == 2 ]]; then
         CTL_ADDR="$NET_PREFIX.1"
-        node_lines+="NodeName=node1 NodeAddr=$NET_PREFIX.2 NodeHostname=node1 CPUs=$cpus RealMemory=$mem_mb"
-        node_lines+=$'\n'"NodeName=node2 NodeAddr=$NET_PREFIX.3 NodeHostname=node2 CPUs=$cpus RealMemory=$mem_mb"
+        for node in 1 2; do
+            [[ -z "$node_lines" ]] || node_lines+=$'\n'
+            node_lines+="NodeName=$NODE_PREFIX$node NodeAddr=$NET_PREFIX.$((node + 1))"
+            node_lines+=" NodeHostname=$NODE_PREFIX$node CPUs=$cpus RealMemory=$mem_mb"
+        done
     else
         CTL_ADDR=127.0.0.1
         node_lines="NodeName=$host_short NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb"
@@ -207,6 +210,7 @@ write_configs() {
 # Written by slurm/local-cluster.sh up; read by \`down\`, \`status\` and tests/slurm_cluster_fixture.py.
 NODES=$NODES
 NODE_NAMES="$(node_names)"
+NET_PREFIX=${NET_PREFIX:-}
 CLUSTER_NAME=$CLUSTER_NAME
 PARTITION=$PARTITION
 CTL_HOST=$CTL_HOST
@@ -271,12 +275,13 @@ start_slurmctld() {
 }
 
 start_slurmd() {
-    local node
+    local node index=0
     for node in $(node_names); do
+        index=$((index + 1))
         log "starting slurmd for $node"
         if [[ "$NODES" == 2 ]]; then
             # `ip netns exec` would remount /sys, and slurmd then fails on cgroups.
-            nsenter --net="$(netns_path "$node")" unshare --uts \
+            nsenter --net="$(netns_path "$index")" unshare --uts \
                 env SLURM_CONF="$SLURM_CONF_PATH" sh -c "hostname $node && exec slurmd -N $node" \
                 >>"$STATE_DIR/log/slurmd-$node.log" 2>&1 9>&- \
                 || { tail -n 20 "$STATE_DIR/log/slurmd-$node.log" >&2; return 1; }
@@ -312,12 +317,13 @@ cmd_up() {
         log "cleaning a stale state dir $STATE_DIR"
         cmd_down_locked
     fi
-    [[ "$NODES" == 1 ]] || check_network_free
+    [[ "$NODES" == 1 ]] || reclaim_leftover_network
     local started=$SECONDS
     # From here on any failing command (set -e) ends in on_up_failure, which undoes it all.
     trap on_up_failure EXIT
     mkdir -p "$STATE_DIR"/{etc,run,log,munge,mysql,spool/ctld}
     chmod 700 "$STATE_DIR/munge"
+    [[ "$NODES" == 1 ]] || pick_subnet
     write_configs
     if [[ "$NODES" == 2 ]]; then setup_network; fi
     start_munge

@@ -165,7 +165,7 @@ def test_two_node_gloo_all_reduce(slurm_cluster_2nodes: LocalSlurmCluster, tmp_p
     assert state == "COMPLETED", text
     results = re.findall(r"rank=(\d) host=(\S+) sum=(\S+)", text)
     assert sorted(rank for rank, _, _ in results) == ["0", "1"], text
-    assert {host for _, host, _ in results} == {"node1", "node2"}
+    assert {host for _, host, _ in results} == set(slurm_cluster_2nodes.nodes)
     assert {total for _, _, total in results} == {"3.0"}
 
 
@@ -194,6 +194,58 @@ def test_up_then_down_leaves_nothing_behind(slurm_cluster: LocalSlurmCluster, tm
     assert run_cluster_script("status", slurm_cluster.state_dir, timeout_s=60).returncode == 0
     # `down` of a cluster that is not up succeeds.
     assert run_cluster_script("down", state_dir, timeout_s=60).returncode == 0
+
+
+def _kill_daemons_and_forget(state_dir: Path) -> None:
+    """What a killed session leaves: no daemons, no state dir, but its network and hosts lines."""
+    for pid_file in (state_dir / "run").glob("*.pid"):
+        pid = pid_file.read_text().strip()
+        if pid.isdigit():
+            subprocess.run(["kill", "-9", pid], capture_output=True)
+    time.sleep(0.5)
+    shutil.rmtree(state_dir)
+
+
+def test_second_two_node_cluster_runs_beside_the_first_and_reclaims_its_leftovers(
+    slurm_cluster_2nodes: LocalSlurmCluster, tmp_path: Path
+) -> None:
+    # Another checkout's 2-node cluster (another state dir) must not block this one: the
+    # network, namespaces, node names and subnet are derived from the state dir.
+    parent = Path(tempfile.mkdtemp(prefix="slurm-2nd-", dir="/tmp"))
+    state_dir = parent / "state"
+    try:
+        up = run_cluster_script("up", state_dir, "--nodes", "2", timeout_s=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        facts = read_cluster_env(state_dir)
+        second = LocalSlurmCluster(
+            state_dir=state_dir,
+            env={"SLURM_CONF": facts["SLURM_CONF"]},
+            partition="debug",
+            nodes=tuple(facts["NODE_NAMES"].split()),
+        )
+        assert len(second.nodes) == 2 and not set(second.nodes) & set(slurm_cluster_2nodes.nodes)
+        assert facts["NET_PREFIX"] != slurm_cluster_2nodes.info["NET_PREFIX"]
+        out = tmp_path / "hosts.out"
+        job_id = submit(
+            second, "--nodes=2", "--ntasks-per-node=1", f"--output={out}", "--wrap", "srun hostname"
+        )
+        assert wait_for_state(second, job_id, TERMINAL_STATES) == "COMPLETED", out.read_text()
+        assert set(out.read_text().split()) == set(second.nodes)
+
+        _kill_daemons_and_forget(state_dir)
+        again = run_cluster_script("up", state_dir, "--nodes", "2", timeout_s=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "left over by this state dir" in again.stderr
+    finally:
+        down = run_cluster_script("down", state_dir, timeout_s=180)
+        shutil.rmtree(parent, ignore_errors=True)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert str(state_dir) not in Path("/etc/hosts").read_text()
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    prefix = second.nodes[0].removesuffix("-node1").removeprefix("sl")
+    assert f"slurmlocal-{prefix}-" not in namespaces
+    assert subprocess.run(["pgrep", "-a", "-f", str(state_dir)], capture_output=True, text=True).stdout == ""
+    assert run_cluster_script("status", slurm_cluster_2nodes.state_dir, timeout_s=60).returncode == 0
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
