@@ -104,9 +104,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     parser.add_argument(
         "--format",
-        default="png,svg",
+        default="png",
         metavar="png,svg",
-        help="image formats of the plots, comma list of png and svg (default png,svg)",
+        help="image formats of the plots: png, svg or png,svg (default png; svg doubles the drawing time)",
     )
     parser.add_argument(
         "--commbench",

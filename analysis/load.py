@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,26 +153,50 @@ def manifest_scaling(manifest: dict | None, where: str = "manifest.json") -> str
 
 
 # ---------------------------------------------------------------- reading
-def load_run_dirs(paths: Iterable[str | os.PathLike]) -> RunSet:
+# Below this many run directories, handing them to other processes costs more than it saves.
+PARALLEL_READ_MIN_RUNS = 200
+
+
+def load_run_dirs(paths: Iterable[str | os.PathLike], pool: Executor | None = None) -> RunSet:
     """Every run under ``paths`` in one RunSet. Unreadable or unfinished runs are
-    kept as rows with ``included=False`` and the reason, never dropped."""
+    kept as rows with ``included=False`` and the reason, never dropped. With a process
+    ``pool``, large sweeps are read by the pool and this process together."""
     rows: list[dict] = []
     records: list[dict] = []
     manifests: dict[str, dict] = {}
+    all_dirs: list[Path] = []
+    scaling_of: dict[str, str | None] = {}
     for path in paths:
         run_dirs, found = find_run_dirs(path)
         manifests.update(found)
-        scaling_of = {d: manifest_scaling(m, f"{d}/manifest.json") for d, m in found.items()}
-        for run_dir in run_dirs:
-            row, run_records = read_run_dir(run_dir)
-            row["scaling"] = _sweep_scaling(run_dir, scaling_of)
-            records.extend(run_records)
-            rows.append(row)
+        scaling_of.update({d: manifest_scaling(m, f"{d}/manifest.json") for d, m in found.items()})
+        all_dirs.extend(run_dirs)
+    for run_dir, (row, run_records) in zip(all_dirs, _read_all(all_dirs, pool)):
+        row["scaling"] = _sweep_scaling(run_dir, scaling_of)
+        records.extend(run_records)
+        rows.append(row)
     runs = pd.DataFrame(rows) if rows else empty_runs()
     dup = runs["run_id"][runs["run_id"].duplicated()]
     if len(dup):
         raise AnalysisError(f"run directory {dup.iloc[0]} was given twice; give each sweep once")
     return RunSet(runs=runs, records=records_frame(records), manifests=manifests)
+
+
+def _read_all(run_dirs: list[Path], pool: Executor | None) -> list[tuple[dict, list[dict]]]:
+    """``read_run_dir`` of each directory, in order; a third here and the rest in ``pool``."""
+    if pool is None or len(run_dirs) < PARALLEL_READ_MIN_RUNS:
+        return [read_run_dir(d) for d in run_dirs]
+    parts = [run_dirs[i::3] for i in range(3)]
+    futures = [pool.submit(_read_many, part) for part in parts[1:]]
+    results = [_read_many(parts[0]), *(f.result() for f in futures)]
+    ordered: list[tuple[dict, list[dict]]] = [({}, [])] * len(run_dirs)
+    for i, part_results in enumerate(results):
+        ordered[i::3] = part_results
+    return ordered
+
+
+def _read_many(run_dirs: list[Path]) -> list[tuple[dict, list[dict]]]:
+    return [read_run_dir(d) for d in run_dirs]
 
 
 def _sweep_scaling(run_dir: Path, scaling_of: dict[str, str | None]) -> str | None:

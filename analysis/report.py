@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
-from analysis import plots
 from analysis.common import AnalysisError
 from analysis.pipeline import Analysis, Options, analyze
 from analysis.publish import ReportResult, push_to_wandb
@@ -16,6 +18,8 @@ from analysis.report_text import render_markdown
 from analysis.sources import load_sources
 
 FORMATS = ("png", "svg")
+# SVG doubles the drawing time of a report (benchmarks/README.md, P6): asked for, not default.
+DEFAULT_FORMATS = ("png",)
 
 
 def default_out_dir(sources: Sequence[str | os.PathLike]) -> Path:
@@ -35,7 +39,7 @@ def build_report(
     target_fraction: float | None = None,
     data_bound_threshold: float = 0.2,
     predict_gpus: Sequence[int] = (16, 64, 256),
-    formats: Sequence[str] = FORMATS,
+    formats: Sequence[str] = DEFAULT_FORMATS,
     push_wandb: bool = False,
     commbench: Sequence[str | os.PathLike] = (),
 ) -> ReportResult:
@@ -48,23 +52,24 @@ def build_report(
         raise AnalysisError(f"--format {','.join(formats)}: choose from {', '.join(FORMATS)}")
     if target is not None and target_fraction is not None:
         raise AnalysisError("give either --target or --target-fraction, not both")
-    runset = load_sources(
-        list(sources), wandb_path=wandb_path, group=group, cache_dir=cache_dir, refresh=refresh
-    )
-    options = Options(
-        by=list(by),
-        target=target,
-        target_fraction=target_fraction,
-        data_bound_threshold=data_bound_threshold,
-        predict_gpus=list(predict_gpus),
-        # commbench.json files given, and any inside the sweep directories
-        commbench=[str(p) for p in (*commbench, *sources)],
-    )
-    analysis = analyze(runset, options)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(list(sources))
-    out.mkdir(parents=True, exist_ok=True)
-    csvs = write_csvs(analysis, out)
-    stems = render_plots(analysis, out, formats)
+    with plot_workers() as pool:
+        runset = load_sources(
+            list(sources), wandb_path=wandb_path, group=group, cache_dir=cache_dir, refresh=refresh, pool=pool
+        )
+        options = Options(
+            by=list(by),
+            target=target,
+            target_fraction=target_fraction,
+            data_bound_threshold=data_bound_threshold,
+            predict_gpus=list(predict_gpus),
+            # commbench.json files given, and any inside the sweep directories
+            commbench=[str(p) for p in (*commbench, *sources)],
+        )
+        analysis = analyze(runset, options)
+        out = Path(out_dir) if out_dir is not None else default_out_dir(list(sources))
+        out.mkdir(parents=True, exist_ok=True)
+        csvs = write_csvs(analysis, out)
+        stems = render_plots(analysis, out, formats, pool)
     report = out / "report.md"
     report.write_text(
         render_markdown(
@@ -126,19 +131,54 @@ def runs_table(analysis: Analysis) -> pd.DataFrame:
     return table.merge(stats, on="_id", how="left").drop(columns="_id")
 
 
-def render_plots(analysis: Analysis, out: Path, formats: Sequence[str]) -> dict[str, list[Path]]:
-    stems: dict[str, list[Path]] = {}
+# The figures a report can have; each draws from its tables into out_dir.
+FIGURES = ("speedup", "efficiency", "throughput", "convergence", "time_to_target", "by_key")
+
+
+def _draw(figure: str, *args: object) -> list[Path]:
+    from analysis import plots  # matplotlib: imported by the drawing process only
+
+    return getattr(plots, f"{figure}_plot")(*args)
+
+
+def _import_plots() -> None:
+    from analysis import plots  # noqa: F401
+
+
+@contextlib.contextmanager
+def plot_workers(workers: int | None = None) -> Iterator[ProcessPoolExecutor | None]:
+    """Processes that draw the figures, started first so that they import matplotlib while
+    this process loads and analyses the runs (benchmarks/README.md, P6). None (draw here)
+    on one core or where fork is unavailable."""
+    workers = min(os.cpu_count() or 1, len(FIGURES)) if workers is None else workers
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        yield None
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_import_plots) as pool:
+        pool.submit(int)  # starts the workers now
+        yield pool
+
+
+def render_plots(
+    analysis: Analysis, out: Path, formats: Sequence[str], pool: ProcessPoolExecutor | None = None
+) -> dict[str, list[Path]]:
+    """Every figure of the report, drawn in ``pool`` when given (the figures are independent)."""
+    jobs: list[tuple[str, str, tuple]] = []
     if len(analysis.scaling):
-        stems["speedup"] = plots.speedup_plot(
-            analysis.scaling, analysis.model_fit, analysis.keys, out, formats
-        )
-        stems["efficiency"] = plots.efficiency_plot(analysis.scaling, analysis.keys, out, formats)
-        stems["throughput"] = plots.throughput_plot(analysis.scaling, analysis.keys, out, formats)
+        jobs.append(("speedup", "speedup", (analysis.scaling, analysis.model_fit, analysis.keys)))
+        jobs.append(("efficiency", "efficiency", (analysis.scaling, analysis.keys)))
+        jobs.append(("throughput", "throughput", (analysis.scaling, analysis.keys)))
     if len(analysis.curves):
-        stems["convergence"] = plots.convergence_plot(analysis.curves, out, formats)
+        jobs.append(("convergence", "convergence", (analysis.curves,)))
     if len(analysis.time_to_target):
-        stems["time_to_target"] = plots.time_to_target_plot(analysis.time_to_target, out, formats)
+        jobs.append(("time_to_target", "time_to_target", (analysis.time_to_target,)))
     for key, table in analysis.comparisons.items():
         if len(table):
-            stems[f"by:{key}"] = plots.by_key_plot(table, key, out, formats)
-    return stems
+            jobs.append((f"by:{key}", "by_key", (table, key)))
+    if pool is None:
+        return {name: _draw(figure, *args, out, formats) for name, figure, args in jobs}
+    # The biggest figure first, so that it does not start last on a busy worker.
+    order = sorted(jobs, key=lambda job: job[1] != "convergence")
+    futures = {name: pool.submit(_draw, figure, *args, out, formats) for name, figure, args in order}
+    return {name: futures[name].result() for name, _, _ in jobs}

@@ -125,3 +125,20 @@ def test_strong_scaling_fit_models_compute_of_the_shrinking_per_gpu_batch():
     np.testing.assert_allclose(leave_one_out_errors(gpus, step, GRAD_BYTES, batch), 0, atol=1e-5)
     with pytest.raises(UnderdeterminedFit, match="needs 3"):
         fit_comm_model(gpus[:2], step[:2], GRAD_BYTES, batch[:2])
+
+
+def test_nonnegative_least_squares_matches_scipy_bounded_solver() -> None:
+    from scipy.optimize import lsq_linear
+
+    from analysis.commmodel import nonnegative_least_squares
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        unknowns = int(rng.integers(1, 5))
+        a = rng.normal(size=(int(rng.integers(unknowns, 12)), unknowns))
+        b = rng.normal(size=a.shape[0])
+        ours = nonnegative_least_squares(a, b)
+        theirs = lsq_linear(a, b, bounds=(0, np.inf), method="bvls", tol=1e-12).x
+        assert (ours >= 0).all()
+        assert np.sum((a @ ours - b) ** 2) <= np.sum((a @ theirs - b) ** 2) + 1e-9
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)

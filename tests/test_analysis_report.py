@@ -237,3 +237,31 @@ def test_report_of_a_sweep_where_nothing_completed(tmp_path):
     text = result.report.read_text()
     assert "0 completed and included" in text and "ValueError: bad config" in text
     assert pd.read_csv(result.csvs["runs"])["included"].sum() == 0
+
+
+def test_pool_reads_and_draws_what_one_process_does(sweep, tmp_path, monkeypatch):
+    """The forked helpers of a large sweep (reading a share of the run directories,
+    drawing the figures) change nothing in the tables or in which files are written."""
+    import analysis.load as load
+    from analysis.report import plot_workers
+    from analysis.sources import load_sources
+
+    serial = load_sources([sweep])
+    monkeypatch.setattr(load, "PARALLEL_READ_MIN_RUNS", 2)
+    with plot_workers(2) as pool:
+        assert pool is not None
+        pooled = load_sources([sweep], pool=pool)
+    pd.testing.assert_frame_equal(serial.runs, pooled.runs)
+    pd.testing.assert_frame_equal(serial.records, pooled.records)
+
+    drawn_in_pool = build_report([sweep], tmp_path / "here", target=0.6)  # forked drawing processes
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    in_process = build_report([sweep], tmp_path / "serial", target=0.6)
+    assert sorted(p.name for p in (tmp_path / "here").iterdir()) == sorted(
+        p.name for p in (tmp_path / "serial").iterdir()
+    )
+    assert drawn_in_pool.plots.keys() == in_process.plots.keys()
+    for name in ("scaling", "convergence", "time_to_target", "runs"):
+        assert (tmp_path / "here" / f"{name}.csv").read_text().replace(str(tmp_path / "here"), "") == (
+            tmp_path / "serial" / f"{name}.csv"
+        ).read_text().replace(str(tmp_path / "serial"), "")

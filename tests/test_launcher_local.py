@@ -69,7 +69,9 @@ def test_report_from_the_real_sweep(local_sweep: Path, tmp_path: Path) -> None:
 
     from analysis.report import build_report
 
-    result = build_report([str(local_sweep)], tmp_path / "report", target_fraction=0.9)
+    result = build_report(
+        [str(local_sweep)], tmp_path / "report", target_fraction=0.9, formats=("png", "svg")
+    )
     text = result.report.read_text()
     assert text.startswith(f"# Scaling report: {local_sweep.name}")
     for section in ("## Summary", "## Scaling table", "## Diagnosis", "## Communication model"):
