@@ -31,9 +31,9 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q
 
-## test-fast: the lane to run while working (no `slow`, no `slurm` tests; about 3 minutes on 2 cores)
+## test-fast: the lane to run while working (no `slow`, no `slurm` tests), one pytest-xdist worker per core
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow and not slurm and not gpu" -p no:cacheprovider
+	$(PY) -m pytest -q -n auto -m "not slow and not slurm and not gpu" -p no:cacheprovider
 
 ## lint: ruff's rules (incl. C901 complexity) and its formatter, checked, not applied
 lint: venv

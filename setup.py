@@ -42,7 +42,7 @@ setup(
         "openvino==2026.4.1",
     ],
     extras_require={
-        "dev": ["pytest", "ruff==0.17.6", "mypy==2.4.1", "pre-commit"],
+        "dev": ["pytest", "pytest-xdist", "ruff==0.17.6", "mypy==2.4.1", "pre-commit"],
         # Holistic Trace Analysis for profile/summary.md (optional; pulls jupyterlab, not torch).
         "profile": ["holistictraceanalysis==0.5.0"],
     },

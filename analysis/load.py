@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,9 @@ import pandas as pd
 import yaml
 
 from analysis.common import AnalysisError
-from analysis.configfile import load_config_text
+from analysis.configfile import load_config_flat
 from harness import runformat as rf
-from harness.runformat import COMPLETED, RUN_FILES, flatten
+from harness.runformat import COMPLETED, RUN_FILES
 
 # Identity columns every run row has (run.json fields), with the value used when absent.
 IDENTITY_DEFAULTS: dict[str, Any] = {name: field.default for name, field in rf.RUN_FIELDS.items()}
@@ -153,14 +152,9 @@ def manifest_scaling(manifest: dict | None, where: str = "manifest.json") -> str
 
 
 # ---------------------------------------------------------------- reading
-# Below this many run directories, handing them to other processes costs more than it saves.
-PARALLEL_READ_MIN_RUNS = 200
-
-
-def load_run_dirs(paths: Iterable[str | os.PathLike], pool: Executor | None = None) -> RunSet:
+def load_run_dirs(paths: Iterable[str | os.PathLike]) -> RunSet:
     """Every run under ``paths`` in one RunSet. Unreadable or unfinished runs are
-    kept as rows with ``included=False`` and the reason, never dropped. With a process
-    ``pool``, large sweeps are read by the pool and this process together."""
+    kept as rows with ``included=False`` and the reason, never dropped."""
     rows: list[dict] = []
     records: list[dict] = []
     manifests: dict[str, dict] = {}
@@ -171,7 +165,8 @@ def load_run_dirs(paths: Iterable[str | os.PathLike], pool: Executor | None = No
         manifests.update(found)
         scaling_of.update({d: manifest_scaling(m, f"{d}/manifest.json") for d, m in found.items()})
         all_dirs.extend(run_dirs)
-    for run_dir, (row, run_records) in zip(all_dirs, _read_all(all_dirs, pool)):
+    for run_dir in all_dirs:
+        row, run_records = read_run_dir(run_dir)
         row["scaling"] = _sweep_scaling(run_dir, scaling_of)
         records.extend(run_records)
         rows.append(row)
@@ -180,23 +175,6 @@ def load_run_dirs(paths: Iterable[str | os.PathLike], pool: Executor | None = No
     if len(dup):
         raise AnalysisError(f"run directory {dup.iloc[0]} was given twice; give each sweep once")
     return RunSet(runs=runs, records=records_frame(records), manifests=manifests)
-
-
-def _read_all(run_dirs: list[Path], pool: Executor | None) -> list[tuple[dict, list[dict]]]:
-    """``read_run_dir`` of each directory, in order; a third here and the rest in ``pool``."""
-    if pool is None or len(run_dirs) < PARALLEL_READ_MIN_RUNS:
-        return [read_run_dir(d) for d in run_dirs]
-    parts = [run_dirs[i::3] for i in range(3)]
-    futures = [pool.submit(_read_many, part) for part in parts[1:]]
-    results = [_read_many(parts[0]), *(f.result() for f in futures)]
-    ordered: list[tuple[dict, list[dict]]] = [({}, [])] * len(run_dirs)
-    for i, part_results in enumerate(results):
-        ordered[i::3] = part_results
-    return ordered
-
-
-def _read_many(run_dirs: list[Path]) -> list[tuple[dict, list[dict]]]:
-    return [read_run_dir(d) for d in run_dirs]
 
 
 def _sweep_scaling(run_dir: Path, scaling_of: dict[str, str | None]) -> str | None:
@@ -272,7 +250,7 @@ def _read_json(path: Path, problems: list[str]) -> dict:
 def _read_config(path: Path, problems: list[str]) -> dict[str, Any]:
     try:
         with open(path) as f:
-            data = load_config_text(f.read()) or {}
+            data = load_config_flat(f.read()) or {}
     except FileNotFoundError:
         problems.append("config.yaml missing")
         return {}
@@ -282,7 +260,7 @@ def _read_config(path: Path, problems: list[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         problems.append("config.yaml is not a mapping")
         return {}
-    return flatten(data, lists_as_tuples=True)
+    return data
 
 
 def read_metrics(path: Path, problems: list[str] | None = None) -> list[dict]:
@@ -295,6 +273,13 @@ def read_metrics(path: Path, problems: list[str] | None = None) -> list[dict]:
     except FileNotFoundError:
         problems.append("metrics.jsonl missing")
         return []
+    filled = [line for line in lines if line.strip()]
+    try:  # one parse for the whole file (3x faster); line by line only to name a bad line
+        parsed = json.loads(b"[" + b",".join(filled) + b"]")
+    except ValueError:
+        parsed = None
+    if parsed is not None and len(parsed) == len(filled) and all(isinstance(r, dict) for r in parsed):
+        return [r for r in parsed if "kind" in r]
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

@@ -54,7 +54,7 @@ def build_report(
         raise AnalysisError("give either --target or --target-fraction, not both")
     with plot_workers() as pool:
         runset = load_sources(
-            list(sources), wandb_path=wandb_path, group=group, cache_dir=cache_dir, refresh=refresh, pool=pool
+            list(sources), wandb_path=wandb_path, group=group, cache_dir=cache_dir, refresh=refresh
         )
         options = Options(
             by=list(by),
@@ -133,6 +133,7 @@ def runs_table(analysis: Analysis) -> pd.DataFrame:
 
 # The figures a report can have; each draws from its tables into out_dir.
 FIGURES = ("speedup", "efficiency", "throughput", "convergence", "time_to_target", "by_key")
+DRAW_ORDER = ("convergence", "time_to_target", "speedup", "by_key", "throughput", "efficiency")
 
 
 def _draw(figure: str, *args: object) -> list[Path]:
@@ -142,13 +143,15 @@ def _draw(figure: str, *args: object) -> list[Path]:
 
 
 def _import_plots() -> None:
+    # Niced: while this process reads the runs, the helpers' import must not slow it down.
+    os.nice(5)
     from analysis import plots  # noqa: F401
 
 
 @contextlib.contextmanager
 def plot_workers(workers: int | None = None) -> Iterator[ProcessPoolExecutor | None]:
     """Processes that draw the figures, started first so that they import matplotlib while
-    this process loads and analyses the runs (benchmarks/README.md, P6). None (draw here)
+    this process reads and analyses the runs (benchmarks/README.md, P6). None (draw here)
     on one core or where fork is unavailable."""
     workers = min(os.cpu_count() or 1, len(FIGURES)) if workers is None else workers
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
@@ -178,7 +181,7 @@ def render_plots(
             jobs.append((f"by:{key}", "by_key", (table, key)))
     if pool is None:
         return {name: _draw(figure, *args, out, formats) for name, figure, args in jobs}
-    # The biggest figure first, so that it does not start last on a busy worker.
-    order = sorted(jobs, key=lambda job: job[1] != "convergence")
+    # Longest first (measured drawing times), so that no long figure starts last.
+    order = sorted(jobs, key=lambda job: DRAW_ORDER.index(job[1]))
     futures = {name: pool.submit(_draw, figure, *args, out, formats) for name, figure, args in order}
     return {name: futures[name].result() for name, _, _ in jobs}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import Executor
 
 import pandas as pd
 
@@ -39,13 +38,11 @@ def load_sources(
     group: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     refresh: bool = False,
-    pool: Executor | None = None,
 ) -> RunSet:
-    """Runs from run/sweep directories and/or a W&B group, in one RunSet (``pool``: processes
-    that help read large sweeps)."""
+    """Runs from run/sweep directories and/or a W&B group, in one RunSet."""
     parts = []
     if paths:
-        parts.append(load_run_dirs(paths, pool))
+        parts.append(load_run_dirs(paths))
     if wandb_path:
         parts.append(load_wandb(wandb_path, group=group, cache_dir=cache_dir, refresh=refresh))
     if not parts:

@@ -220,7 +220,7 @@ def test_wandb_runs_logged_by_the_harness_run_logger(tmp_path):
     epoch records as epoch/*) and the flat config harness.train logs."""
     import yaml
 
-    from analysis.load import flatten
+    from harness.runformat import flatten
     from harness.runlog import RunLogger
 
     dirs = tmp_path / "dirs"
@@ -260,3 +260,43 @@ def test_wandb_runs_logged_by_the_harness_run_logger(tmp_path):
         )
     epochs = runset.records[runset.records["kind"] == "epoch"]
     assert epochs["time/epoch_s"].notna().all()
+
+
+def test_flat_config_reader_equals_pyyaml_then_flatten(tmp_path):
+    """The fast config.yaml reader gives exactly what PyYAML plus flatten give, for the
+    shipped configs, frozen run configs and the forms it hands back to PyYAML."""
+    from pathlib import Path
+
+    import yaml
+
+    from analysis.configfile import load_config_flat
+    from harness.config import config_to_dict, get_harness_defaults
+    from harness.runformat import flatten
+
+    frozen = yaml.safe_dump(config_to_dict(get_harness_defaults()), sort_keys=False)
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    texts = [f.read_text() for f in sorted(configs.rglob("*.yaml"))] + [
+        frozen,
+        "A:\n  B: [1, 2]\n  C: {}\n  D: {x: 1}\n  E:\n  - 3\n  - 4\nF: null\nG:\n",
+        "A: |\n  two\n  lines\nB: 'quoted: text'\n",
+        "- just\n- a list\n",
+        "",
+    ]
+    for text in texts:
+        want = yaml.safe_load(text)
+        want = flatten(want, lists_as_tuples=True) if isinstance(want, dict) else want
+        assert load_config_flat(text) == want, text[:200]
+
+
+def test_metrics_file_with_a_bad_line_is_read_line_by_line(tmp_path):
+    from analysis.load import read_metrics
+
+    good = '{"kind": "train", "step": 1}'
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(f"{good}\n\n{good[:-1]}, {good}\n{good}\n{good[:9]}")
+    problems: list[str] = []
+    records = read_metrics(path, problems)
+    assert len(records) == 2  # the torn last line is skipped quietly
+    assert problems == ["metrics.jsonl line 3 is not JSON"]
+    path.write_text(f"{good}\n{good}\n")
+    assert read_metrics(path) == [{"kind": "train", "step": 1}] * 2
