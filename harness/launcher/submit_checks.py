@@ -30,9 +30,16 @@ class SubmitCheckError(UserError, ValueError):
     """A sweep that cannot be submitted as planned; nothing has been written yet."""
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # ENAMETOOLONG: a path over PATH_MAX is not there, whatever it names
+        return False
+
+
 def _limits(path: Path) -> tuple[int, int]:
     existing = path
-    while not existing.exists() and existing != existing.parent:
+    while not _exists(existing) and existing != existing.parent:
         existing = existing.parent
     try:
         return os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")

@@ -74,10 +74,12 @@ def test_a_path_the_file_system_cannot_hold_fails_the_dry_run_like_the_submissio
     tmp_path: Path, fer_csv_root: str
 ) -> None:
     spec = write_spec(tmp_path, "deep", fer_csv_root, {"gpus": [1]})
-    root = tmp_path / "/".join(["d" * 200] * 20)  # > PATH_MAX (4096) once runs/<name> is added
-    for dry_run in (True, False):
-        with pytest.raises(SubmitCheckError, match=r"too long for this file system \(PATH_MAX 4096\)"):
-            launch_sweep(str(spec), backend="local", root=str(root), dry_run=dry_run, out=io.StringIO())
+    # 20 levels: over PATH_MAX (4096) once runs/<name> is added; 21: the root alone is over it.
+    for depth in (20, 21):
+        root = tmp_path / "/".join(["d" * 200] * depth)
+        for dry_run in (True, False):
+            with pytest.raises(SubmitCheckError, match=r"too long for this file system \(PATH_MAX 4096\)"):
+                launch_sweep(str(spec), backend="local", root=str(root), dry_run=dry_run, out=io.StringIO())
     assert not (tmp_path / ("d" * 200)).exists()  # refused before anything was written
 
 
