@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 HARNESS := $(VENV)/bin/harness
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
+# pytest-xdist workers of `make test` and `make test-fast`: one per core, at most 4 (each
+# imports torch, and many tests start two or three processes of their own).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
@@ -27,13 +30,16 @@ demo: venv
 	@echo "Report:          $(DEMO_DIR)/fer_demo/report/report.md"
 	@echo "Upload the offline W&B runs later with: $(VENV)/bin/wandb sync $(DEMO_DIR)/fer_demo/runs/*/wandb/offline-run-*"
 
-## test: the whole suite on the CPU (starts a real local Slurm cluster when root); what CI runs
+## test: the whole suite on the CPU (starts a real local Slurm cluster when root); what CI runs.
+## TEST_WORKERS pytest-xdist workers (one per core, at most 4), then the `serial` tests alone:
+## they compare measured step times with a model, which other tests' load would skew.
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not serial" -p no:cacheprovider
+	$(PY) -m pytest -q -m serial -p no:cacheprovider
 
 ## test-fast: the lane to run while working (no `slow`, no `slurm` tests), one pytest-xdist worker per core
 test-fast: venv
-	$(PY) -m pytest -q -n auto -m "not slow and not slurm and not gpu" -p no:cacheprovider
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not slurm and not gpu and not serial" -p no:cacheprovider
 
 ## lint: ruff's rules (incl. C901 complexity) and its formatter, checked, not applied
 lint: venv

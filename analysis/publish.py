@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,8 @@ def push_to_wandb(
             "targets": result.analysis.targets,
         },
         reinit="finish_previous",
+        # Read now, not from W&B's process-wide settings, which keep the first mode they saw.
+        mode=os.environ.get("WANDB_MODE", "").strip().lower() or None,
     )
     try:
         for name, path in result.csvs.items():

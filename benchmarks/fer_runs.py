@@ -85,9 +85,10 @@ def steady(run_dir: Path) -> list[dict]:
     return [r for r in records if r["kind"] == "train" and r["steady"]]
 
 
-def reported_img_per_s(run_dir: Path) -> float:
-    """What the run reports: the median steady window throughput."""
-    return statistics.median(r["throughput/img_per_s"] for r in steady(run_dir))
+def reported_img_per_s(run_dir: Path, after_step: int = 0) -> float:
+    """What the run reports: the median steady window throughput, of the windows after
+    ``after_step`` (a multiple of the log window, so that windows start right after it)."""
+    return statistics.median(r["throughput/img_per_s"] for r in steady(run_dir) if r["step"] > after_step)
 
 
 def raw_loop_steps_per_s(opts: list[str], warmup: int) -> float:

@@ -38,6 +38,7 @@ def test_shape_is_removed_even_when_the_block_fails(slurm_cluster_2nodes: LocalS
     assert _link(slurm_cluster_2nodes) == "node link: unshaped"
 
 
+@pytest.mark.serial  # its step times are compared with the model: no other test may load the CPU
 def test_commbench_recovers_the_shaped_link_and_the_model_predicts_ddp(
     slurm_cluster_2nodes: LocalSlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
