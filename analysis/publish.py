@@ -6,6 +6,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -34,6 +35,18 @@ class ReportResult:
 def _most_common(values: pd.Series) -> str:
     counts = Counter(str(v) for v in values if isinstance(v, str) and v)
     return counts.most_common(1)[0][0] if counts else ""
+
+
+def _wandb_mode() -> Literal["online", "offline", "disabled"] | None:
+    """``WANDB_MODE`` (with W&B's old names ``run`` and ``dryrun``), or None when unset."""
+    value = os.environ.get("WANDB_MODE", "").strip().lower()
+    if value in ("online", "run"):
+        return "online"
+    if value in ("offline", "dryrun"):
+        return "offline"
+    if value == "disabled":
+        return "disabled"
+    return None
 
 
 def push_to_wandb(
@@ -70,7 +83,7 @@ def push_to_wandb(
         },
         reinit="finish_previous",
         # Read now, not from W&B's process-wide settings, which keep the first mode they saw.
-        mode=os.environ.get("WANDB_MODE", "").strip().lower() or None,
+        mode=_wandb_mode(),
     )
     try:
         for name, path in result.csvs.items():

@@ -139,7 +139,15 @@ DRAW_ORDER = ("convergence", "time_to_target", "speedup", "by_key", "throughput"
 def _draw(figure: str, *args: object) -> list[Path]:
     from analysis import plots  # matplotlib: imported by the drawing process only
 
-    return getattr(plots, f"{figure}_plot")(*args)
+    draw = {
+        "speedup": plots.speedup_plot,
+        "efficiency": plots.efficiency_plot,
+        "throughput": plots.throughput_plot,
+        "convergence": plots.convergence_plot,
+        "time_to_target": plots.time_to_target_plot,
+        "by_key": plots.by_key_plot,
+    }[figure]
+    return draw(*args)
 
 
 def _import_plots() -> None:
