@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -139,15 +139,15 @@ DRAW_ORDER = ("convergence", "time_to_target", "speedup", "by_key", "throughput"
 def _draw(figure: str, *args: object) -> list[Path]:
     from analysis import plots  # matplotlib: imported by the drawing process only
 
-    draw = {
+    draws: dict[str, Callable[..., list[Path]]] = {
         "speedup": plots.speedup_plot,
         "efficiency": plots.efficiency_plot,
         "throughput": plots.throughput_plot,
         "convergence": plots.convergence_plot,
         "time_to_target": plots.time_to_target_plot,
         "by_key": plots.by_key_plot,
-    }[figure]
-    return draw(*args)
+    }
+    return draws[figure](*args)
 
 
 def _import_plots() -> None:
