@@ -53,6 +53,11 @@ def _torch_runner(
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if compiled:
+        # Models of one class share the code object that dynamo counts recompiles on:
+        # without a reset, the ninth compile (e.g. EfficientNet-B3 after B0-B2) silently
+        # runs eager (config.recompile_limit), and its row would not be torch.compile's.
+        torch._dynamo.reset()
     forward = torch.compile(model) if compiled else model
 
     def cast() -> contextlib.AbstractContextManager:
