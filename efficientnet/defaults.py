@@ -43,7 +43,8 @@ def add_fer_defaults(cfg: CN) -> None:
     cfg.DATASET.TRAIN_SPLIT = "train"
     cfg.DATASET.VAL_SPLIT = "val"
     # Fraction (0-1) of TRAIN_SPLIT held out as the validation set, drawn by SEED; 0 validates on
-    # VAL_SPLIT instead. A key of its own: VAL_SPLIT stays a split name (yacs keeps one type per key).
+    # VAL_SPLIT instead. A key of its own (one type per key), but a number given as VAL_SPLIT
+    # (`DATASET.VAL_SPLIT 0.1`) is read as this fraction (efficientnet.workload.rewrite_key).
     cfg.DATASET.VAL_FRACTION = 0.0
     # Train on a fixed subset of this many training samples, drawn by SEED (every epoch the same
     # samples, reshuffled); 0 uses the whole training set. Validation is never subset.

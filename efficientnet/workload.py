@@ -5,6 +5,7 @@ hooks and ``harness data`` subcommands, importable without torch. The training s
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from yacs.config import CfgNode as CN
@@ -28,6 +29,26 @@ def recognizes(raw: dict) -> bool:
 
 def finalize_config(cfg: CN, explicit: set[str]) -> None:
     """FER configs have no legacy keys to map."""
+
+
+def rewrite_key(full_key: str, value: Any) -> tuple[str, Any]:
+    """``DATASET.VAL_SPLIT`` given a number is the held-out fraction (``DATASET.VAL_FRACTION``):
+    the split is a name, the fraction a float, and a config keeps one type per key."""
+    if full_key == "DATASET.VAL_SPLIT":
+        number = _decode_number(value)
+        if number is not None:
+            return "DATASET.VAL_FRACTION", number
+    return full_key, value
+
+
+def _decode_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def validate_config(cfg: CN) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import difflib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -109,6 +109,9 @@ def _coerce(full_key: str, new: Any, old: Any, source: str) -> Any:
     )
 
 
+KeyRewrite = Callable[[str, Any], tuple[str, Any]]
+
+
 def merge_dict(
     cfg: CN,
     data: dict,
@@ -116,11 +119,18 @@ def merge_dict(
     explicit: set[str] | None = None,
     prefix: str = "",
     root: CN | None = None,
+    rewrite: KeyRewrite | None = None,
 ) -> None:
-    """Merge a nested dict into ``cfg`` with key and type checks."""
+    """Merge a nested dict into ``cfg`` with key and type checks. ``rewrite(full_key, value)``
+    (the workload's) may send a leaf value to another key first, e.g. a fraction given as a split."""
     root = cfg if root is None else root
     for key, value in data.items():
         full = f"{prefix}{key}"
+        if rewrite is not None and not isinstance(value, dict):
+            target, value = rewrite(full, value)
+            if target != full:
+                merge_dict(root, _nest(target, value), source, explicit, root=root)
+                continue
         if key not in cfg:
             raise _unknown_key(full, root, source)
         current = cfg[key]
@@ -129,25 +139,31 @@ def merge_dict(
                 raise ConfigError(
                     f"config key '{full}' (from {source}) is a section; give it a mapping, not {value!r}"
                 )
-            merge_dict(current, value, source, explicit, full + ".", root)
+            merge_dict(current, value, source, explicit, full + ".", root, rewrite)
             continue
         cfg[key] = _coerce(full, value, current, source)
         if explicit is not None:
             explicit.add(full)
 
 
-def merge_opts(cfg: CN, opts: Sequence[str], explicit: set[str] | None = None) -> None:
+def _nest(full_key: str, value: Any) -> dict:
+    nested: dict = {}
+    node = nested
+    parts = full_key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def merge_opts(
+    cfg: CN, opts: Sequence[str], explicit: set[str] | None = None, rewrite: KeyRewrite | None = None
+) -> None:
     """Merge ``["KEY", "VALUE", ...]`` command-line overrides into ``cfg``."""
     if len(opts) % 2:
         raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd list: {list(opts)}")
     for key, value in zip(opts[0::2], opts[1::2]):
-        nested: dict = {}
-        node = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-        merge_dict(cfg, nested, "command line", explicit)
+        merge_dict(cfg, _nest(key, value), "command line", explicit, rewrite=rewrite)
 
 
 # --------------------------------------------------------------- validation
@@ -283,8 +299,8 @@ def load_config(path: str | os.PathLike | None = None, opts: Iterable[str] = (),
     task = get_workload(task_name)
     task.add_config_defaults(cfg)
     explicit: set[str] = set()
-    merge_dict(cfg, raw, source, explicit)
-    merge_opts(cfg, opts, explicit)
+    merge_dict(cfg, raw, source, explicit, rewrite=task.rewrite_key)
+    merge_opts(cfg, opts, explicit, rewrite=task.rewrite_key)
     task.finalize_config(cfg, explicit)
     validate_harness(cfg)
     task.validate_config(cfg)

@@ -59,6 +59,10 @@ class Workload(Protocol):
         """Map legacy/official keys onto harness keys. ``explicit``: keys the
         YAML or command line set (full dotted names)."""
 
+    def rewrite_key(self, full_key: str, value: Any) -> tuple[str, Any]:
+        """The key and value a YAML or command-line leaf is merged as: ``(full_key, value)``
+        unchanged, or another key this workload spells that way (checked as that key)."""
+
     def validate_config(self, cfg: CN) -> None:
         """Raise harness.config.ConfigError naming the key on a bad value."""
 

@@ -33,6 +33,11 @@ def finalize_config(cfg: CN, explicit: set[str]) -> None:
     pose_config.finalize_pose_config(cfg, explicit)
 
 
+def rewrite_key(full_key: str, value: Any) -> tuple[str, Any]:
+    """Pose keys are merged as written (legacy keys are mapped in finalize_config)."""
+    return full_key, value
+
+
 def validate_config(cfg: CN) -> None:
     pose_config.validate_pose_config(cfg)
 

@@ -57,6 +57,23 @@ def test_val_fraction_holds_out_a_seeded_share_of_the_training_split(fer_csv_roo
         load_config(FER_SYNTH, ["DATASET.ROOT", fer_csv_root, "DATASET.VAL_FRACTION", "1.5"])
 
 
+def test_a_number_given_as_val_split_is_the_held_out_fraction(tmp_path: Path) -> None:
+    for opts in (["DATASET.VAL_SPLIT", "0.1"], ["DATASET.VAL_SPLIT", "0.25"]):
+        cfg = load_config(FER_SYNTH, opts)
+        assert cfg.DATASET.VAL_FRACTION == float(opts[1]) and cfg.DATASET.VAL_SPLIT == "val"
+    yaml_file = tmp_path / "held_out.yaml"
+    yaml_file.write_text(f"_BASE_: {Path(FER_SYNTH).resolve()}\nDATASET:\n  VAL_SPLIT: 0.2\n")
+    assert load_config(yaml_file).DATASET.VAL_FRACTION == 0.2
+    # Split names stay names, and a fraction outside [0, 1) names the key it became.
+    assert load_config(FER_SYNTH, ["DATASET.VAL_SPLIT", "test"]).DATASET.VAL_SPLIT == "test"
+    assert load_config(FER_SYNTH, ["DATASET.VAL_SPLIT", "PrivateTest"]).DATASET.VAL_FRACTION == 0.0
+    with pytest.raises(ConfigError, match="DATASET.VAL_FRACTION must be in"):
+        load_config(FER_SYNTH, ["DATASET.VAL_SPLIT", "1.5"])
+    # Pose has no such spelling: its keys are checked as written.
+    with pytest.raises(ConfigError, match="DATASET.VAL_SPLIT"):
+        load_config(None, ["TASK", "pose", "DATASET.VAL_SPLIT", "0.1"])
+
+
 def test_eval_amp_false_validates_in_fp32() -> None:
     from harness.trainer import eval_autocast
 
