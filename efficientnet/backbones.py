@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torchvision.models as tvm
 from torch import nn
 
 
@@ -30,11 +29,19 @@ from torch import nn
 class Backbone:
     """How to build one torchvision classifier and where its stem and head live."""
 
-    builder: Callable[..., nn.Module]
+    builder_name: str  # the torchvision.models function; imported when the model is built
     stem: str  # dotted path of the first Conv2d
     head: str  # dotted path of the last classifier layer (Linear, or SqueezeNet's 1x1 Conv2d)
     # Constructor keyword -> config key under MODEL, for the regularisers the model accepts.
     options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def builder(self) -> Callable[..., nn.Module]:
+        # torchvision's import pulls in torch._dynamo (about 1.5 s per process): a run of the
+        # tiny CNN, and every DDP rank of one, never pays it.
+        import torchvision.models
+
+        return getattr(torchvision.models, self.builder_name)
 
 
 _DROPOUT = {"dropout": "DROPOUT"}
@@ -42,21 +49,19 @@ _EFFNET_OPTIONS = {"dropout": "DROPOUT", "stochastic_depth_prob": "STOCHASTIC_DE
 
 BACKBONES: dict[str, Backbone] = {
     **{
-        f"efficientnet_b{i}": Backbone(
-            getattr(tvm, f"efficientnet_b{i}"), "features.0.0", "classifier.1", _EFFNET_OPTIONS
-        )
+        f"efficientnet_b{i}": Backbone(f"efficientnet_b{i}", "features.0.0", "classifier.1", _EFFNET_OPTIONS)
         for i in range(8)
     },
-    "efficientnet_v2_s": Backbone(tvm.efficientnet_v2_s, "features.0.0", "classifier.1", _EFFNET_OPTIONS),
-    "efficientnet_v2_m": Backbone(tvm.efficientnet_v2_m, "features.0.0", "classifier.1", _EFFNET_OPTIONS),
-    "mobilenet_v2": Backbone(tvm.mobilenet_v2, "features.0.0", "classifier.1", _DROPOUT),
-    "mobilenet_v3_small": Backbone(tvm.mobilenet_v3_small, "features.0.0", "classifier.3", _DROPOUT),
-    "mobilenet_v3_large": Backbone(tvm.mobilenet_v3_large, "features.0.0", "classifier.3", _DROPOUT),
-    "shufflenet_v2_x1_0": Backbone(tvm.shufflenet_v2_x1_0, "conv1.0", "fc"),
-    "squeezenet1_1": Backbone(tvm.squeezenet1_1, "features.0", "classifier.1", _DROPOUT),
-    "mnasnet0_5": Backbone(tvm.mnasnet0_5, "layers.0", "classifier.1", _DROPOUT),
-    "resnet18": Backbone(tvm.resnet18, "conv1", "fc"),
-    "resnet50": Backbone(tvm.resnet50, "conv1", "fc"),
+    "efficientnet_v2_s": Backbone("efficientnet_v2_s", "features.0.0", "classifier.1", _EFFNET_OPTIONS),
+    "efficientnet_v2_m": Backbone("efficientnet_v2_m", "features.0.0", "classifier.1", _EFFNET_OPTIONS),
+    "mobilenet_v2": Backbone("mobilenet_v2", "features.0.0", "classifier.1", _DROPOUT),
+    "mobilenet_v3_small": Backbone("mobilenet_v3_small", "features.0.0", "classifier.3", _DROPOUT),
+    "mobilenet_v3_large": Backbone("mobilenet_v3_large", "features.0.0", "classifier.3", _DROPOUT),
+    "shufflenet_v2_x1_0": Backbone("shufflenet_v2_x1_0", "conv1.0", "fc"),
+    "squeezenet1_1": Backbone("squeezenet1_1", "features.0", "classifier.1", _DROPOUT),
+    "mnasnet0_5": Backbone("mnasnet0_5", "layers.0", "classifier.1", _DROPOUT),
+    "resnet18": Backbone("resnet18", "conv1", "fc"),
+    "resnet50": Backbone("resnet50", "conv1", "fc"),
 }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -12,10 +11,6 @@ from yacs.config import CfgNode as CN
 from efficientnet.backbones import BACKBONES, build_backbone
 from harness.config import ConfigError
 
-# Kept for callers that list the EfficientNets; every backbone is in BACKBONES.
-EFFICIENTNETS: dict[str, Callable[..., nn.Module]] = {
-    name: entry.builder for name, entry in BACKBONES.items() if name.startswith("efficientnet")
-}
 FER_MODELS = tuple(sorted(BACKBONES)) + ("tiny_cnn",)
 
 

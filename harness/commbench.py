@@ -150,7 +150,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def cmd_commbench(args: argparse.Namespace) -> int:
-    from harness.distributed import find_free_port, world_info_from_env
+    from harness.distributed import world_info_from_env
 
     _check(args)
     options = vars(args).copy()
@@ -162,29 +162,19 @@ def cmd_commbench(args: argparse.Namespace) -> int:
     if nprocs < 1:
         raise SystemExit("harness commbench: error: --gpus must be >= 1")
     import torch
-    import torch.multiprocessing as mp
+
+    from harness.local_ranks import start_local_ranks
 
     if torch.cuda.is_available() and torch.cuda.device_count() < nprocs:
         raise SystemExit(
             f"harness commbench: error: --gpus {nprocs} but only {torch.cuda.device_count()} "
             "CUDA devices are visible"
         )
-    port = find_free_port()
-    mp.start_processes(_worker, args=(nprocs, port, options), nprocs=nprocs, start_method="spawn")
+    start_local_ranks(_worker, (options,), nprocs, preload=["harness.commbench"])
     return 0
 
 
-def _worker(local_rank: int, nprocs: int, port: int, options: dict[str, Any]) -> None:
-    os.environ.update(
-        {
-            "RANK": str(local_rank),
-            "LOCAL_RANK": str(local_rank),
-            "WORLD_SIZE": str(nprocs),
-            "LOCAL_WORLD_SIZE": str(nprocs),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+def _worker(local_rank: int, options: dict[str, Any]) -> None:
     run_commbench(options, launcher="spawn")
 
 
@@ -404,28 +394,13 @@ def run_local_job(cfg: Any) -> int:
         return 0
     if cfg.DIST.NODES > 1:
         raise SystemExit(f"DIST.NODES {cfg.DIST.NODES}: a multi-node commbench needs the slurm backend")
-    import torch.multiprocessing as mp
+    from harness.local_ranks import start_local_ranks
 
-    mp.start_processes(
-        _job_worker,
-        args=(cfg.DIST.GPUS, du.find_free_port(), cfg),
-        nprocs=cfg.DIST.GPUS,
-        start_method="spawn",
-    )
+    start_local_ranks(_job_worker, (cfg,), cfg.DIST.GPUS, preload=["harness.commbench"])
     return 0
 
 
-def _job_worker(local_rank: int, nprocs: int, port: int, cfg: Any) -> None:
-    os.environ.update(
-        {
-            "RANK": str(local_rank),
-            "LOCAL_RANK": str(local_rank),
-            "WORLD_SIZE": str(nprocs),
-            "LOCAL_WORLD_SIZE": str(nprocs),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+def _job_worker(local_rank: int, cfg: Any) -> None:
     run_job(cfg, list(cfg.JOB.ARGS))
 
 

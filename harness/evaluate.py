@@ -233,29 +233,16 @@ def launch_evaluation(cfg: Any) -> str:
     if not needs_spawn(cfg):
         run_evaluation(cfg)
         return "completed"
-    import torch.multiprocessing as mp
-
-    from harness.distributed import find_free_port
+    from harness.local_ranks import start_local_ranks
     from harness.rundir import read_status, run_dir_for
+    from harness.tasks import TASKS
 
-    nprocs = cfg.DIST.GPUS
-    mp.start_processes(
-        _worker, args=(cfg, nprocs, find_free_port()), nprocs=nprocs, join=True, start_method="spawn"
-    )
+    preload = [TASKS[cfg.TASK].split(":")[0]]
+    start_local_ranks(_worker, (cfg,), cfg.DIST.GPUS, preload=preload)
     return read_status(run_dir_for(cfg)).get("state", "completed")
 
 
-def _worker(local_rank: int, cfg: Any, nprocs: int, port: int) -> None:
-    os.environ.update(
-        {
-            "RANK": str(local_rank),
-            "LOCAL_RANK": str(local_rank),
-            "WORLD_SIZE": str(nprocs),
-            "LOCAL_WORLD_SIZE": str(nprocs),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+def _worker(local_rank: int, cfg: Any) -> None:
     run_evaluation(cfg)
 
 

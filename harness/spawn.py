@@ -3,13 +3,10 @@ distributed environment exists (like detectron2's ``launch``)."""
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing.connection as mp_connection
 import os
 import signal
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +14,13 @@ import torch
 import torch.multiprocessing as mp
 from yacs.config import CfgNode as CN
 
-from harness.distributed import find_free_port, world_info_from_env
+from harness.distributed import world_info_from_env
+from harness.local_ranks import start_local_ranks
 from harness.resume_guard import check_resume
 from harness.rundir import read_status, run_dir_for, write_status
+from harness.tasks import TASKS
 from harness.train import run_training
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 GRACE_S = 5.0  # after one rank fails, how long the others get to stop before SIGTERM, then SIGKILL
 
 
@@ -47,13 +45,13 @@ def launch(cfg: CN, resume: str = "auto") -> str:
     if check_resume(cfg, run_dir_for(cfg), resume).already_completed:  # refuse here, before any rank starts
         print(f"run {cfg.RUN_NAME} already completed ({run_dir_for(cfg)}); nothing to do", file=sys.stderr)
         return "completed"
-    port = find_free_port()
-    context = mp.start_processes(
+    context = start_local_ranks(
         _worker,
-        args=(cfg, resume, nprocs, port, os.getpid()),
-        nprocs=nprocs,
+        (cfg, resume),
+        nprocs,
+        preload=[TASKS[cfg.TASK].split(":")[0]],
         join=False,
-        start_method="spawn",
+        handle_stop=True,
     )
     forward = _forward_signals([p.pid for p in context.processes])
     try:
@@ -120,32 +118,6 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def die_with_parent(sig: int = signal.SIGTERM, parent_pid: int | None = None) -> None:
-    """Have this process receive ``sig`` when its parent dies (no orphaned ranks).
-
-    Linux: prctl(PR_SET_PDEATHSIG) through ctypes; elsewhere (or if prctl fails) a
-    daemon thread polls the parent pid. SIGTERM lets a rank stop at the next step
-    boundary and checkpoint, as on a preemption."""
-    parent = os.getppid() if parent_pid is None else parent_pid
-    armed = False
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            armed = libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            armed = False
-    if not armed:
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(1.0)
-            os.kill(os.getpid(), sig)
-
-        threading.Thread(target=watch, name="harness-parent-watch", daemon=True).start()
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os.kill(os.getpid(), sig)
-
-
 def _forward_signals(pids: list[int]) -> dict[int, Any]:
     """Preemption signals sent to the launcher reach every worker."""
 
@@ -162,19 +134,5 @@ def _forward_signals(pids: list[int]) -> dict[int, Any]:
     return previous
 
 
-def _worker(local_rank: int, cfg: CN, resume: str, nprocs: int, port: int, parent_pid: int) -> None:
-    from harness.preemption import install_signal_handlers
-
-    install_signal_handlers()
-    die_with_parent(signal.SIGTERM, parent_pid)
-    os.environ.update(
-        {
-            "RANK": str(local_rank),
-            "LOCAL_RANK": str(local_rank),
-            "WORLD_SIZE": str(nprocs),
-            "LOCAL_WORLD_SIZE": str(nprocs),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+def _worker(local_rank: int, cfg: CN, resume: str) -> None:
     run_training(cfg, resume)

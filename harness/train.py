@@ -50,9 +50,16 @@ def check_world(cfg: CN, world: WorldInfo) -> None:
 
 def _set_cpu_threads(world: WorldInfo) -> None:
     """Split the cores among this node's processes, unless OMP_NUM_THREADS says otherwise."""
-    if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // max(1, world.local_world_size)))
+    if torch.cuda.is_available():
+        return
+    requested = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if requested.isdigit() and int(requested) > 0:
+        # Set here too: a rank forked from a fork server has the OpenMP setting of the server's
+        # environment, which may predate this launch's.
+        torch.set_num_threads(int(requested))
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // max(1, world.local_world_size)))
 
 
 def _identity(cfg: CN, trainer: Trainer, task_cls: type, wandb_id: str, world: WorldInfo) -> dict:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.local_ranks import pid_alive
+
 REPO_DIR = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO_DIR / "slurm" / "local-cluster.sh"
 # Installing packages plus bringing the daemons up; the script's own waits are 60 s each.
@@ -114,16 +116,6 @@ def _unavailable(reason: str) -> None:
 
 def _tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _ClusterManager:
@@ -213,7 +205,7 @@ class _ClusterManager:
         with self._lock():
             lease_dir = self.state_dir / LEASE_DIR_NAME
             (lease_dir / str(os.getpid())).unlink(missing_ok=True)
-            others = [p for p in lease_dir.glob("*") if p.name.isdigit() and _pid_alive(int(p.name))]
+            others = [p for p in lease_dir.glob("*") if p.name.isdigit() and pid_alive(int(p.name))]
             if others or not (self.state_dir / STARTED_BY_FIXTURE_MARKER).exists():
                 return
             result = run_cluster_script("down", self.state_dir, timeout_s=DOWN_TIMEOUT_S)

@@ -31,7 +31,7 @@ class SweepRun(submitit.helpers.Checkpointable):
     def __call__(self) -> str:
         from harness import preemption
         from harness.config import load_config
-        from harness.spawn import die_with_parent
+        from harness.local_ranks import die_with_parent
         from harness.train import run_training
 
         cfg = load_config(self.base, self.opts)

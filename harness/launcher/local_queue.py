@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.devices import gpu_driver_present
 from harness.launcher.job_state import LOCAL_PREFIX, LOCAL_QUEUE_PREFIX
 from harness.launcher.manifest import locked, read_manifest, record_submission, run_dir, updating
 from harness.rundir import read_status, write_status
@@ -59,6 +60,8 @@ def visible_gpus() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [g for g in visible.split(",") if g.strip()]
+    if not gpu_driver_present():
+        return []
     try:
         import torch
 

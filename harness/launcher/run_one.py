@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from harness.evaluate import run_local_job as run_model_job
 
         return run_model_job(cfg)
-    from harness.spawn import die_with_parent
+    from harness.local_ranks import die_with_parent
 
     die_with_parent()  # the local scheduler killed: this run checkpoints and stops (no orphan)
     return train_config(cfg, resume="auto")

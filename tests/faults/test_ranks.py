@@ -125,7 +125,7 @@ def test_die_with_parent_delivers_the_requested_signal(tmp_path: Path) -> None:
     got, ready = tmp_path / "got", tmp_path / "ready"
     child = (
         "import pathlib, signal, sys, time\n"
-        "from harness.spawn import die_with_parent\n"
+        "from harness.local_ranks import die_with_parent\n"
         "def on(s, f):\n"
         f"    pathlib.Path({str(got)!r}).write_text(signal.Signals(s).name); sys.exit(0)\n"
         "signal.signal(signal.SIGUSR2, on)\n"

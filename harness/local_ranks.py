@@ -1,0 +1,183 @@
+"""Start DIST.GPUS processes on this machine as one torch.distributed world, and tie their
+lives to the process that started them (the launcher).
+
+One path for every local multi-process job: training (``harness.spawn``), evaluation
+(``harness.evaluate``) and commbench. Each rank gets RANK, LOCAL_RANK, WORLD_SIZE,
+LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT, like torchrun sets them.
+
+How the ranks start (``rank_start_method``):
+
+- **forkserver** on a machine without a GPU driver. Every rank would otherwise import
+  torch, torch._dynamo (torch.optim's first call pulls it in) and the workload in a fresh
+  interpreter: about 3.5 s of CPU each. A fork server imports them once per launcher and
+  forks each rank from that clean, single-threaded interpreter. The server was started at
+  the launcher's first launch, so each rank takes the launcher's *current* environment and
+  working directory (``LaunchState``), not the server's.
+- **spawn** (fresh interpreters) where CUDA may be used, as torch requires of processes that
+  will initialise CUDA.
+
+No orphans: a rank asks for ``stop_signal`` when its parent dies (``die_with_parent``: the
+launcher under spawn, the fork server under forkserver) and when the launcher itself ends
+(``die_with_process``), because a fork server outlives its launcher while ranks it forked
+still run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.devices import gpu_driver_present
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Imported by the fork server before it forks ranks: what every training rank needs anyway.
+FORKSERVER_PRELOAD = ("harness.spawn", "torch._dynamo")
+
+
+def rank_start_method(preload: Sequence[str] = ()) -> str:
+    """``forkserver`` without a GPU driver (its server importing FORKSERVER_PRELOAD and
+    ``preload`` when it first starts), ``spawn`` otherwise."""
+    if gpu_driver_present():
+        return "spawn"
+    import multiprocessing
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload([*FORKSERVER_PRELOAD, *preload])
+    return "forkserver"
+
+
+@dataclass(frozen=True)
+class LaunchState:
+    """What a rank takes from the launcher at launch time rather than from the fork server,
+    which may have been started earlier, in another environment or directory."""
+
+    environ: dict[str, str]
+    cwd: str
+
+    @classmethod
+    def here(cls) -> LaunchState:
+        return cls(dict(os.environ), os.getcwd())
+
+    def restore(self) -> None:
+        os.environ.clear()
+        os.environ.update(self.environ)
+        os.chdir(self.cwd)
+
+
+def start_local_ranks(
+    target: Callable[..., Any],
+    args: tuple[Any, ...],
+    nprocs: int,
+    *,
+    preload: Sequence[str] = (),
+    join: bool = True,
+    stop_signal: int = signal.SIGTERM,
+    handle_stop: bool = False,
+) -> Any:
+    """``target(local_rank, *args)`` in ``nprocs`` local processes of one world; returns
+    torch's ProcessContext (``join=False``) or waits, raising torch's ProcessRaisedException /
+    ProcessExitedException when a rank fails (``join=True``).
+
+    ``handle_stop``: the ranks route SIGTERM/SIGUSR2 to ``harness.preemption`` (stop at the
+    next step boundary) before asking for ``stop_signal`` on the launcher's death."""
+    import torch.multiprocessing as mp
+
+    from harness.distributed import find_free_port
+
+    world = (nprocs, find_free_port(), os.getpid(), LaunchState.here(), stop_signal, handle_stop)
+    return mp.start_processes(
+        _rank_entry,
+        args=(target, args, world),
+        nprocs=nprocs,
+        join=join,
+        start_method=rank_start_method(preload),
+    )
+
+
+def _rank_entry(local_rank: int, target: Callable[..., Any], args: tuple[Any, ...], world: tuple) -> None:
+    nprocs, port, launcher_pid, state, stop_signal, handle_stop = world
+    state.restore()
+    if handle_stop:
+        from harness.preemption import install_signal_handlers
+
+        install_signal_handlers()
+    die_with_parent(stop_signal)
+    die_with_process(launcher_pid, stop_signal)
+    os.environ.update(
+        {
+            "RANK": str(local_rank),
+            "LOCAL_RANK": str(local_rank),
+            "WORLD_SIZE": str(nprocs),
+            "LOCAL_WORLD_SIZE": str(nprocs),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
+    target(local_rank, *args)
+
+
+def die_with_parent(sig: int = signal.SIGTERM, parent_pid: int | None = None) -> None:
+    """Have this process receive ``sig`` when its parent dies (no orphaned ranks).
+
+    Linux: prctl(PR_SET_PDEATHSIG) through ctypes; elsewhere (or if prctl fails) a
+    daemon thread polls the parent pid. SIGTERM lets a rank stop at the next step
+    boundary and checkpoint, as on a preemption."""
+    parent = os.getppid() if parent_pid is None else parent_pid
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if not armed:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), sig)
+
+        threading.Thread(target=watch, name="harness-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), sig)
+
+
+def die_with_process(pid: int, sig: int = signal.SIGTERM) -> None:
+    """Have this process receive ``sig`` when process ``pid`` (not necessarily its parent) ends.
+
+    A pidfd (Linux 5.3+) wakes a daemon thread the moment ``pid`` exits; elsewhere the thread
+    polls once a second. A ``pid`` already gone delivers ``sig`` at once."""
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), sig)
+        return
+    except (AttributeError, OSError):  # no pidfd_open here
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+        else:
+            while pid_alive(pid):
+                time.sleep(1.0)
+        os.kill(os.getpid(), sig)
+
+    threading.Thread(target=watch, name=f"harness-watch-{pid}", daemon=True).start()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

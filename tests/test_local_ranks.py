@@ -1,0 +1,117 @@
+"""Local ranks (harness.local_ranks): forked from a fork server on a machine without GPUs,
+yet each launch's ranks see that launch's environment and directory; a rank learns of its
+launcher's death even when its parent is the fork server; the local scheduler answers
+"no GPUs" without importing torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.devices import gpu_driver_present
+from harness.local_ranks import rank_start_method, start_local_ranks
+from tests.faults.helpers import pid_gone, wait_for
+from tests.spine_helpers import REPO
+
+
+def _report(local_rank: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    value = [None] * dist.get_world_size()
+    dist.all_gather_object(value, local_rank)
+    dist.destroy_process_group()
+    record = {
+        "rank": int(os.environ["RANK"]),
+        "world": int(os.environ["WORLD_SIZE"]),
+        "tag": os.environ.get("HARNESS_TEST_TAG"),
+        "cwd": os.getcwd(),
+        "ppid": os.getppid(),
+        "gathered": value,
+    }
+    Path(out, f"rank{local_rank}.json").write_text(json.dumps(record))
+
+
+@pytest.mark.skipif(gpu_driver_present(), reason="a GPU machine starts ranks with spawn")
+def test_each_launch_sees_its_own_environment_and_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert rank_start_method() == "forkserver"
+    seen = []
+    for tag in ("first", "second"):  # the second launch reuses the fork server of the first
+        out = tmp_path / tag
+        out.mkdir()
+        monkeypatch.setenv("HARNESS_TEST_TAG", tag)
+        monkeypatch.chdir(out)
+        start_local_ranks(_report, (str(out),), 2)
+        records = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+        assert [r["rank"] for r in records] == [0, 1] and all(r["world"] == 2 for r in records)
+        assert all(r["tag"] == tag and r["cwd"] == str(out) for r in records), records
+        assert all(r["gathered"] == [0, 1] for r in records)
+        seen.append({r["ppid"] for r in records})
+    assert seen[0] == seen[1] and os.getpid() not in seen[0]  # children of one fork server
+
+
+def test_die_with_process_signals_when_a_process_other_than_the_parent_ends(tmp_path: Path) -> None:
+    """A forked rank's parent is the fork server, which outlives the launcher: the rank
+    watches the launcher's pid itself (pidfd)."""
+    watched = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    got, ready = tmp_path / "got", tmp_path / "ready"
+    child_code = (
+        "import pathlib, signal, sys, time\n"
+        "from harness.local_ranks import die_with_process\n"
+        "def on(s, f):\n"
+        f"    pathlib.Path({str(got)!r}).write_text(signal.Signals(s).name); sys.exit(0)\n"
+        "signal.signal(signal.SIGUSR2, on)\n"
+        f"die_with_process({watched.pid}, signal.SIGUSR2)\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "time.sleep(300)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", child_code], cwd=REPO)
+    try:
+        wait_for(ready.exists, 60, "the child to watch the process")
+        assert not got.exists()
+        watched.kill()
+        watched.wait(timeout=10)
+        wait_for(got.exists, 20, "the signal after the watched process ended")
+        assert got.read_text() == "SIGUSR2"
+        wait_for(lambda: pid_gone(child.pid), 20, "the child to exit")
+    finally:
+        for proc in (watched, child):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+
+
+def test_die_with_process_of_a_pid_already_gone_signals_at_once(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    code = (
+        "import signal, sys\n"
+        "from harness.local_ranks import die_with_process\n"
+        "signal.signal(signal.SIGUSR2, lambda s, f: sys.exit(7))\n"
+        f"die_with_process({gone.pid}, signal.SIGUSR2)\n"
+        "import time; time.sleep(30)\n"
+        "sys.exit(1)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60)
+    assert proc.returncode == 7
+
+
+@pytest.mark.skipif(gpu_driver_present(), reason="a GPU machine asks torch")
+def test_local_scheduler_finds_no_gpu_without_importing_torch() -> None:
+    code = (
+        "import sys, os\n"
+        "os.environ.pop('CUDA_VISIBLE_DEVICES', None)\n"
+        "from harness.launcher.local_queue import visible_gpus\n"
+        "assert visible_gpus() == []\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
