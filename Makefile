@@ -32,10 +32,15 @@ demo: venv
 
 ## test: the whole suite on the CPU (starts a real local Slurm cluster when root); what CI runs.
 ## TEST_WORKERS pytest-xdist workers (one per core, at most 4), then the `serial` tests alone:
-## they compare measured step times with a model, which other tests' load would skew.
+## they compare measured step times with a model, which other tests' load would skew. The
+## serial session collects only the files that mark a test serial, and takes over the Slurm
+## cluster the first session started (it brings it down; it runs even when the first fails).
+SERIAL_FILES = $(shell grep -rl --include='test_*.py' 'mark.serial' tests)
 test: venv
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not serial" -p no:cacheprovider
-	$(PY) -m pytest -q -m serial -p no:cacheprovider
+	status=0; \
+	SLURM_LOCAL_KEEP_UP=1 $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not serial" -p no:cacheprovider || status=$$?; \
+	$(PY) -m pytest -q -m serial -p no:cacheprovider $(SERIAL_FILES) || [ $$? -eq 5 ] || status=1; \
+	exit $$status
 
 ## test-fast: the lane to run while working (no `slow`, no `slurm` tests), one pytest-xdist worker per core
 test-fast: venv

@@ -9,7 +9,9 @@ skips.  `SLURM_LOCAL_TEST_NODES=1` asks for the 1-node cluster from the start.
 A cluster that is already up in the state dir (e.g. started by CI before `make test`) is
 used as it is and left running.  A cluster that the fixtures started is brought down at
 the end of the last pytest session using it: concurrent sessions register a lease file
-each, so one session's teardown never pulls the cluster from under another.
+each, so one session's teardown never pulls the cluster from under another; with
+`SLURM_LOCAL_KEEP_UP=1` a session leaves the cluster it started to the next session, which
+brings it down (`make test` runs its parallel and its serial session so).
 
 Where Slurm cannot run (not root, apt fails, daemons fail), the fixtures skip with the
 reason; with `CI=true` they fail instead, because CI has to exercise Slurm.
@@ -37,6 +39,9 @@ UP_TIMEOUT_S = 600
 DOWN_TIMEOUT_S = 180
 STARTED_BY_FIXTURE_MARKER = "started-by-pytest"
 LEASE_DIR_NAME = "pytest-leases"
+# Set by `make test` for its first session: the cluster that session started stays up for the
+# serial session after it, which brings it down (saves a down and an up).
+KEEP_UP_ENV = "SLURM_LOCAL_KEEP_UP"
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,8 @@ class _ClusterManager:
             (lease_dir / str(os.getpid())).unlink(missing_ok=True)
             others = [p for p in lease_dir.glob("*") if p.name.isdigit() and pid_alive(int(p.name))]
             if others or not (self.state_dir / STARTED_BY_FIXTURE_MARKER).exists():
+                return
+            if os.environ.get(KEEP_UP_ENV) == "1":  # a later session of the same `make test` takes it over
                 return
             result = run_cluster_script("down", self.state_dir, timeout_s=DOWN_TIMEOUT_S)
             if result.returncode != 0:

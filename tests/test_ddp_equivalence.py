@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from harness.config import load_config
 from harness.spawn import launch
@@ -18,7 +16,13 @@ from tests.spine_helpers import FER_SYNTH, fast_opts, model_state, records
 def test_two_processes_equal_one_process_with_double_batch(fer_csv_root: str, tmp_path: Path) -> None:
     # tiny_cnn has no BatchNorm and dropout is off, so the two runs see the same function;
     # the sampler gives rank r the samples r, r+2, ... of the single run's batch.
-    common = dict(TRAIN__EPOCHS=1, TRAIN__MAX_STEPS_PER_EPOCH=3, TRAIN__LR_SCALING="none", MODEL__DROPOUT=0.0)
+    common = dict(
+        TRAIN__EPOCHS=1,
+        TRAIN__MAX_STEPS_PER_EPOCH=3,
+        TRAIN__LR_SCALING="none",
+        MODEL__DROPOUT=0.0,
+        LOG__WANDB__MODE="disabled",
+    )
     single = load_config(
         FER_SYNTH,
         fast_opts(fer_csv_root, tmp_path, RUN_NAME="single", TRAIN__BATCH_SIZE_PER_GPU=16, **common),
@@ -79,16 +83,7 @@ def _evaluate(cfg, world: int, rank: int) -> dict:
     return evaluator.evaluate()
 
 
-def _evaluate_worker(rank: int, world: int, port: int, cfg, out: str) -> None:
-    os.environ.update(
-        {
-            "RANK": str(rank),
-            "WORLD_SIZE": str(world),
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+def _evaluate_worker(rank: int, world: int, cfg, out: str) -> None:
     torch.set_num_threads(1)
     from harness import distributed as du
 
@@ -101,12 +96,12 @@ def _evaluate_worker(rank: int, world: int, port: int, cfg, out: str) -> None:
 
 @pytest.mark.slow
 def test_distributed_validation_equals_single_process(fer_csv_root: str, tmp_path: Path) -> None:
-    from harness.distributed import find_free_port
+    from harness.local_ranks import start_local_ranks
 
     cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path))
     ref = _evaluate(cfg, world=1, rank=0)
     out = str(tmp_path / "metrics.pt")
-    mp.spawn(_evaluate_worker, args=(3, find_free_port(), cfg, out), nprocs=3)
+    start_local_ranks(_evaluate_worker, (3, cfg, out), 3)
     got = torch.load(out, weights_only=False)
     # 3 ranks over a set whose size is not a multiple of 3: no padded duplicates are counted.
     assert ref["samples"] % 3 != 0

@@ -154,7 +154,11 @@ def test_grad_accumulation_equals_the_full_batch(fer_csv_root: str, tmp_path: Pa
     from tests.spine_helpers import fast_opts, model_state
 
     common = dict(
-        TRAIN__EPOCHS=1, TRAIN__MAX_STEPS_PER_EPOCH=3, MODEL__DROPOUT=0.0, TRAIN__BATCH_SIZE_PER_GPU=16
+        TRAIN__EPOCHS=1,
+        TRAIN__MAX_STEPS_PER_EPOCH=3,
+        MODEL__DROPOUT=0.0,
+        TRAIN__BATCH_SIZE_PER_GPU=16,
+        LOG__WANDB__MODE="disabled",
     )
     assert (
         launch(load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="full", **common)))
@@ -194,6 +198,7 @@ def test_bf16_runs_on_cpu_and_fp16_is_refused(fer_csv_root: str, tmp_path: Path)
             TRAIN__AMP="bf16",
             TRAIN__EPOCHS=1,
             TRAIN__CHANNELS_LAST=True,
+            LOG__WANDB__MODE="disabled",
         ),
     )
     assert launch(cfg) == "completed"
@@ -252,6 +257,7 @@ def test_compiled_model_trains_and_checkpoints_plain_weights(fer_csv_root: str, 
             TRAIN__COMPILE=True,
             TRAIN__EPOCHS=1,
             TRAIN__MAX_STEPS_PER_EPOCH=2,
+            LOG__WANDB__MODE="disabled",
         ),
     )
     assert launch(cfg) == "completed"

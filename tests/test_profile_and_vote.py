@@ -5,12 +5,10 @@ resumes bit-exactly."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from harness.config import load_config
 from harness.spawn import launch
@@ -67,16 +65,7 @@ def test_ddp_records_carry_the_measured_communication(profiled_ddp: Path) -> Non
         assert rec["perf/flops_per_sample"] > 0 and "perf/mfu" not in rec
 
 
-def _vote_worker(rank: int, world: int, port: int, scenarios: list, out: str) -> None:
-    os.environ.update(
-        {
-            "RANK": str(rank),
-            "WORLD_SIZE": str(world),
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+def _vote_worker(rank: int, scenarios: list, out: str) -> None:
     from harness import distributed as du
 
     du.init_distributed(du.world_info_from_env(), "gloo")
@@ -97,15 +86,13 @@ def _vote_worker(rank: int, world: int, port: int, scenarios: list, out: str) ->
 
 
 def test_lagged_vote_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
-    from harness.distributed import find_free_port
+    from harness.local_ranks import start_local_ranks
 
     # (rank that requests, from which step, the step polled with final=True) -> expected stop step
     scenarios = [(1, 3, 8), (0, 7, 8), (1, 8, 8), (0, 1, 5), (1, 11, 5)]
     expected = [4, 8, 8, 2, None]
     out = str(tmp_path / "stops")
-    mp.start_processes(
-        _vote_worker, args=(2, find_free_port(), scenarios, out), nprocs=2, start_method="spawn"
-    )
+    start_local_ranks(_vote_worker, (scenarios, out), 2)
     assert torch.load(f"{out}.0") == expected
     assert torch.load(f"{out}.1") == expected
 

@@ -32,7 +32,10 @@ def _check_breakdown(rec: dict, every_part_ran: bool = True) -> None:
 
 
 def test_single_run_logs_breakdown_memory_and_counted_flops(fer_csv_root: str, tmp_path: Path) -> None:
-    cfg = load_config(FER_SYNTH, fast_opts(fer_csv_root, tmp_path, RUN_NAME="one", TRAIN__EPOCHS=1))
+    cfg = load_config(
+        FER_SYNTH,
+        fast_opts(fer_csv_root, tmp_path, RUN_NAME="one", TRAIN__EPOCHS=1, LOG__WANDB__MODE="disabled"),
+    )
     assert launch(cfg) == "completed"
     run_dir = tmp_path / "one"
     train = records(run_dir, "train")

@@ -100,6 +100,7 @@ def test_train_acc_subset_epochs_and_fp32_eval_in_a_real_run(fer_csv_root: str, 
             TRAIN__AMP="bf16",
             EVAL__AMP=False,
             DATASET__VAL_FRACTION=0.05,
+            LOG__WANDB__MODE="disabled",
         ),
     )
     assert launch(cfg) == "completed"
