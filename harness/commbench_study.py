@@ -186,7 +186,8 @@ def _run_sweep(
         force=True,
         out=io.StringIO(),
     )
-    rows = wait_for_sweep(sweep_dir, poll_s=2, timeout_s=timeout_s)
+    # The local cluster answers sacct at once: a short poll keeps the four sweeps back to back.
+    rows = wait_for_sweep(sweep_dir, poll_s=0.5, timeout_s=timeout_s)
     failed = [(r.name, r.state) for r in rows if r.state != "completed"]
     if failed:
         raise RuntimeError(

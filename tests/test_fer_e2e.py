@@ -50,6 +50,7 @@ def test_train_writes_run_directory_and_learns(
         DATASET__AUG__SCALE="[1.0,1.0]",
         DATASET__AUG__CROP_PADDING=1,
         LOG__EVERY_N_STEPS=4,
+        LOG__WANDB__MODE="offline",
     )
     proc = harness_cli(
         "train",

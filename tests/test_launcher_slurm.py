@@ -110,7 +110,7 @@ def test_sweep_completes_one_array_per_shape(
     spec = write_spec(tmp_path, "slurm_sweep", fer_csv_root)
     root = tmp_path / "sweeps"
     sweep_dir = launch_sweep(str(spec), backend="slurm", cluster=cluster, root=str(root), out=io.StringIO())
-    rows = wait_for_sweep(sweep_dir, poll_s=2, timeout_s=WAIT_S)
+    rows = wait_for_sweep(sweep_dir, poll_s=1, timeout_s=WAIT_S)
     names = ("ddp-g1-b16-s0", "ddp-g1-b32-s0", "ddp-g2-b16-s0", "ddp-g2-b32-s0")
     assert {r.name: r.state for r in rows} == dict.fromkeys(names, "completed")
     manifest = read_manifest(sweep_dir)
@@ -165,7 +165,7 @@ def test_failed_run_shows_traceback_and_resubmit_reruns_only_it(
     sweep_dir = launch_sweep(
         str(spec), backend="slurm", cluster=cluster, root=str(tmp_path), out=io.StringIO()
     )
-    rows = {r.name: r for r in wait_for_sweep(sweep_dir, poll_s=2, timeout_s=WAIT_S)}
+    rows = {r.name: r for r in wait_for_sweep(sweep_dir, poll_s=1, timeout_s=WAIT_S)}
     ok, bad = "ddp-g1-b16-crash_at_step=-1-s0", "ddp-g1-b16-crash_at_step=2-s0"
     assert rows[ok].state == "completed" and rows[bad].state == "failed"
     status = read_status(sweep_dir, bad)
@@ -176,7 +176,7 @@ def test_failed_run_shows_traceback_and_resubmit_reruns_only_it(
 
     chosen = resubmit(sweep_dir, only="failed", overrides=["FAULT.CRASH_AT_STEP=-1"], out=io.StringIO())
     assert chosen == [bad]
-    rows = {r.name: r for r in wait_for_sweep(sweep_dir, poll_s=2, timeout_s=WAIT_S)}
+    rows = {r.name: r for r in wait_for_sweep(sweep_dir, poll_s=1, timeout_s=WAIT_S)}
     assert rows[bad].state == "completed" and rows[ok].state == "completed"
     runs = read_manifest(sweep_dir)["runs"]
     assert len(runs[ok]["submissions"]) == 1 and len(runs[bad]["submissions"]) == 2
@@ -214,7 +214,7 @@ def test_preemption_signal_requeues_and_resumes_mid_epoch(
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
 
     for sweep_dir in (ref_dir, int_dir):
-        rows = wait_for_sweep(sweep_dir, poll_s=2, timeout_s=WAIT_S)
+        rows = wait_for_sweep(sweep_dir, poll_s=1, timeout_s=WAIT_S)
         assert [r.state for r in rows] == ["completed"]
     status = read_status(int_dir, run)
     assert status["requeues"] == 1 and status["step"] == 40
@@ -243,7 +243,7 @@ def test_two_node_ddp_run_completes(
     sweep_dir = launch_sweep(
         str(spec), backend="slurm", cluster=str(profile), root=str(tmp_path), out=io.StringIO()
     )
-    rows = wait_for_sweep(sweep_dir, poll_s=2, timeout_s=WAIT_S)
+    rows = wait_for_sweep(sweep_dir, poll_s=1, timeout_s=WAIT_S)
     assert [(r.name, r.state) for r in rows] == [("ddp-g2-n2-b16-s0", "completed")]
     run_json = json.loads((sweep_dir / "runs" / "ddp-g2-n2-b16-s0" / "run.json").read_text())
     assert run_json["world_size"] == 2 and len(run_json["hosts"]) == 2

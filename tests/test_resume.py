@@ -47,7 +47,14 @@ def test_resume_mid_epoch_is_exact(fer_csv_root: str, tmp_path: Path) -> None:
     assert launch(straight) == "completed"
 
     # Stopped after step 6 = epoch 1, step 2 of 4; resumed with loader workers, which must not matter.
-    cut = fast_opts(fer_csv_root, tmp_path, RUN_NAME="cut", FAULT__PREEMPT_AT_STEP=6, **DROPOUT_RUN)
+    cut = fast_opts(
+        fer_csv_root,
+        tmp_path,
+        RUN_NAME="cut",
+        FAULT__PREEMPT_AT_STEP=6,
+        LOG__WANDB__MODE="offline",
+        **DROPOUT_RUN,
+    )
     assert launch(load_config(FER_SYNTH, cut)) == "preempted"
     run_dir = tmp_path / "cut"
     status = json.loads((run_dir / "status.json").read_text())

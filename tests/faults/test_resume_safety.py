@@ -23,7 +23,7 @@ SHORT = dict(TRAIN__EPOCHS=2, TRAIN__MAX_STEPS_PER_EPOCH=2, EVAL__EVERY_EPOCHS=0
 
 @pytest.fixture()
 def completed(fer_csv_root: str, tmp_path: Path) -> tuple[list[str], Path]:
-    opts = fast_opts(fer_csv_root, tmp_path, RUN_NAME="done", **SHORT)
+    opts = fast_opts(fer_csv_root, tmp_path, RUN_NAME="done", LOG__WANDB__MODE="offline", **SHORT)
     assert launch(load_config(FER_SYNTH, opts)) == "completed"
     return opts, tmp_path / "done"
 
