@@ -89,7 +89,7 @@ commbench-study: venv
 	bash slurm/local-cluster.sh up --nodes 2
 	$(PY) -m harness.commbench_study --rates 100mbit,300mbit,1000mbit
 
-## bench: P1-P8 of benchmarks/README.md, each a ratio against a baseline run alongside it;
+## bench: P1-P9 of benchmarks/README.md, each a ratio against a baseline run alongside it;
 ## one JSON line each, and benchmarks/results/<name>.json. P5 starts the local Slurm cluster (root).
 bench: venv
 	$(PY) -m benchmarks.bench_loop_overhead
@@ -101,6 +101,7 @@ bench: venv
 	$(PY) -m benchmarks.bench_cli
 	$(PY) -m benchmarks.bench_measurement
 	$(PY) -m benchmarks.bench_analysis_load
+	$(PY) -m benchmarks.bench_rank_start
 
 ## gpu-check: tests/gpu on every visible GPU (dp, NCCL DDP, SyncBN, fp16/bf16, CUDA timers, MFU);
 ## a few minutes. Skips cleanly (module level) where there is no CUDA.

@@ -16,6 +16,9 @@ How the ranks start (``rank_start_method``):
 - **spawn** (fresh interpreters) where CUDA may be used, as torch requires of processes that
   will initialise CUDA.
 
+``HARNESS_RANK_START=spawn|forkserver`` overrides the choice (benchmarks/bench_rank_start.py
+compares the two).
+
 No orphans: a rank asks for ``stop_signal`` when its parent dies (``die_with_parent``: the
 launcher under spawn, the fork server under forkserver) and when the launcher itself ends
 (``die_with_process``), because a fork server outlives its launcher while ranks it forked
@@ -38,14 +41,19 @@ from typing import Any
 from harness.devices import gpu_driver_present
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+RANK_START_ENV = "HARNESS_RANK_START"
 # Imported by the fork server before it forks ranks: what every training rank needs anyway.
 FORKSERVER_PRELOAD = ("harness.spawn", "torch._dynamo")
 
 
 def rank_start_method(preload: Sequence[str] = ()) -> str:
     """``forkserver`` without a GPU driver (its server importing FORKSERVER_PRELOAD and
-    ``preload`` when it first starts), ``spawn`` otherwise."""
-    if gpu_driver_present():
+    ``preload`` when it first starts), ``spawn`` otherwise; ``HARNESS_RANK_START=spawn``
+    (or ``forkserver``) in the environment decides instead."""
+    chosen = os.environ.get(RANK_START_ENV, "").strip().lower()
+    if chosen and chosen not in ("spawn", "forkserver"):
+        raise ValueError(f"{RANK_START_ENV} is {chosen!r}; choose spawn or forkserver")
+    if chosen == "spawn" or (not chosen and gpu_driver_present()):
         return "spawn"
     import multiprocessing
 

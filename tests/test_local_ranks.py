@@ -58,6 +58,14 @@ def test_each_launch_sees_its_own_environment_and_directory(
     assert seen[0] == seen[1] and os.getpid() not in seen[0]  # children of one fork server
 
 
+def test_the_environment_chooses_the_start_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_RANK_START", "spawn")
+    assert rank_start_method() == "spawn"
+    monkeypatch.setenv("HARNESS_RANK_START", "fork")
+    with pytest.raises(ValueError, match="HARNESS_RANK_START is 'fork'; choose spawn or forkserver"):
+        rank_start_method()
+
+
 def test_die_with_process_signals_when_a_process_other_than_the_parent_ends(tmp_path: Path) -> None:
     """A forked rank's parent is the fork server, which outlives the launcher: the rank
     watches the launcher's pid itself (pidfd)."""
