@@ -37,8 +37,8 @@ class Backbone:
 
     @property
     def builder(self) -> Callable[..., nn.Module]:
-        # torchvision's import pulls in torch._dynamo (about 1.5 s per process): a run of the
-        # tiny CNN, and every DDP rank of one, never pays it.
+        # torchvision is imported when a torchvision model is built: the tiny CNN's runs and
+        # their ranks never pay for it.
         import torchvision.models
 
         return getattr(torchvision.models, self.builder_name)

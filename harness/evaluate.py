@@ -235,10 +235,9 @@ def launch_evaluation(cfg: Any) -> str:
         return "completed"
     from harness.local_ranks import start_local_ranks
     from harness.rundir import read_status, run_dir_for
-    from harness.tasks import TASKS
+    from harness.tasks import task_module
 
-    preload = [TASKS[cfg.TASK].split(":")[0]]
-    start_local_ranks(_worker, (cfg,), cfg.DIST.GPUS, preload=preload)
+    start_local_ranks(_worker, (cfg,), cfg.DIST.GPUS, preload=[task_module(cfg.TASK)])
     return read_status(run_dir_for(cfg)).get("state", "completed")
 
 

@@ -63,20 +63,40 @@ def rank_start_method(preload: Sequence[str] = ()) -> str:
 
 @dataclass(frozen=True)
 class LaunchState:
-    """What a rank takes from the launcher at launch time rather than from the fork server,
-    which may have been started earlier, in another environment or directory."""
+    """What every rank of one launch is started with. The environment and the working
+    directory are the launcher's at launch time, not the fork server's, which may have been
+    started earlier, in another environment or directory."""
 
+    nprocs: int
+    port: int
+    launcher_pid: int
+    stop_signal: int
+    handle_stop: bool
     environ: dict[str, str]
     cwd: str
 
-    @classmethod
-    def here(cls) -> LaunchState:
-        return cls(dict(os.environ), os.getcwd())
-
-    def restore(self) -> None:
+    def enter_rank(self, local_rank: int) -> None:
+        """In the rank: the launcher's environment and directory, the stop signals, and the
+        variables torchrun would set."""
         os.environ.clear()
         os.environ.update(self.environ)
         os.chdir(self.cwd)
+        if self.handle_stop:
+            from harness.preemption import install_signal_handlers
+
+            install_signal_handlers()
+        die_with_parent(self.stop_signal)
+        die_with_process(self.launcher_pid, self.stop_signal)
+        os.environ.update(
+            {
+                "RANK": str(local_rank),
+                "LOCAL_RANK": str(local_rank),
+                "WORLD_SIZE": str(self.nprocs),
+                "LOCAL_WORLD_SIZE": str(self.nprocs),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(self.port),
+            }
+        )
 
 
 def start_local_ranks(
@@ -99,35 +119,22 @@ def start_local_ranks(
 
     from harness.distributed import find_free_port
 
-    world = (nprocs, find_free_port(), os.getpid(), LaunchState.here(), stop_signal, handle_stop)
+    launch = LaunchState(
+        nprocs, find_free_port(), os.getpid(), stop_signal, handle_stop, dict(os.environ), os.getcwd()
+    )
     return mp.start_processes(
         _rank_entry,
-        args=(target, args, world),
+        args=(target, args, launch),
         nprocs=nprocs,
         join=join,
         start_method=rank_start_method(preload),
     )
 
 
-def _rank_entry(local_rank: int, target: Callable[..., Any], args: tuple[Any, ...], world: tuple) -> None:
-    nprocs, port, launcher_pid, state, stop_signal, handle_stop = world
-    state.restore()
-    if handle_stop:
-        from harness.preemption import install_signal_handlers
-
-        install_signal_handlers()
-    die_with_parent(stop_signal)
-    die_with_process(launcher_pid, stop_signal)
-    os.environ.update(
-        {
-            "RANK": str(local_rank),
-            "LOCAL_RANK": str(local_rank),
-            "WORLD_SIZE": str(nprocs),
-            "LOCAL_WORLD_SIZE": str(nprocs),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+def _rank_entry(
+    local_rank: int, target: Callable[..., Any], args: tuple[Any, ...], launch: LaunchState
+) -> None:
+    launch.enter_rank(local_rank)
     target(local_rank, *args)
 
 

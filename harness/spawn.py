@@ -18,7 +18,7 @@ from harness.distributed import world_info_from_env
 from harness.local_ranks import start_local_ranks
 from harness.resume_guard import check_resume
 from harness.rundir import read_status, run_dir_for, write_status
-from harness.tasks import TASKS
+from harness.tasks import task_module
 from harness.train import run_training
 
 GRACE_S = 5.0  # after one rank fails, how long the others get to stop before SIGTERM, then SIGKILL
@@ -49,7 +49,7 @@ def launch(cfg: CN, resume: str = "auto") -> str:
         _worker,
         (cfg, resume),
         nprocs,
-        preload=[TASKS[cfg.TASK].split(":")[0]],
+        preload=[task_module(cfg.TASK)],
         join=False,
         handle_stop=True,
     )

@@ -168,14 +168,18 @@ class Task(ABC):
         return int(batch["input"].shape[0])
 
 
-def get_task(name: str) -> type[Task]:
-    """The Task class registered under ``name``."""
+def task_module(name: str) -> str:
+    """The module that holds the Task class registered under ``name`` (not imported)."""
     try:
-        target = TASKS[name]
+        return TASKS[name].split(":")[0]
     except KeyError:
         raise KeyError(f"unknown TASK {name!r}; choose one of {', '.join(sorted(TASKS))}") from None
-    module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+
+
+def get_task(name: str) -> type[Task]:
+    """The Task class registered under ``name``."""
+    module = importlib.import_module(task_module(name))  # an unknown name: one KeyError naming the choices
+    return getattr(module, TASKS[name].split(":")[1])
 
 
 def get_workload(name: str) -> Workload:
