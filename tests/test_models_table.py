@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from efficientnet.backbones import BACKBONES, build_backbone
-from efficientnet.metrics import roc_auc_ovr
+from efficientnet.metrics import average_ranks, roc_auc_ovr
 
 REPO = Path(__file__).resolve().parents[1]
 # No test here reads W&B output back (W&B failures never fail a run, so an unread W&B run
@@ -85,6 +85,15 @@ def test_roc_auc_matches_pairwise_definition() -> None:
         )
     assert roc_auc_ovr(probs, targets) == pytest.approx(np.mean(expected), abs=1e-12)
     assert roc_auc_ovr(np.eye(3)[[0, 1, 2, 0]], np.array([0, 1, 2, 0])) == 1.0
+    assert np.isnan(roc_auc_ovr(np.full((4, 2), np.nan), np.array([0, 1, 0, 1])))
+
+
+@pytest.mark.parametrize("distinct", [1, 3, 50, 10_000])
+def test_average_ranks_equal_scipy_rankdata(distinct: int) -> None:
+    from scipy.stats import rankdata
+
+    values = np.random.default_rng(distinct).integers(0, distinct, 500).astype(np.float32)
+    np.testing.assert_array_equal(average_ranks(values), rankdata(values))
 
 
 def test_bench_model_checks_exports_then_times(tmp_path: Path) -> None:

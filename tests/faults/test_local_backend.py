@@ -40,6 +40,8 @@ def _sweep(tmp_path: Path, fer_csv_root: str, epochs: int) -> tuple[Path, int]:
                     "TRAIN.MAX_STEPS_PER_EPOCH": 4,
                     "EVAL.EVERY_EPOCHS": 0,
                     "DATA.NUM_WORKERS": 0,
+                    # Heartbeats every 3 s (a tenth of the timeout), not every 10 s.
+                    "DIST.TIMEOUT_S": 30,
                 },
             }
         )

@@ -14,8 +14,13 @@ import pytest
 from tests.faults.helpers import heartbeat, pid_gone, start_train, status, wait_for
 from tests.spine_helpers import FER_SYNTH, fast_opts
 
+# DIST.TIMEOUT_S sets the heartbeat interval (a tenth of it, at most 10 s): 30 s beats every
+# 3 s, so a test sees both ranks train within seconds instead of waiting out a 10 s beat.
+BEAT_TIMEOUT_S = 30
+
 
 def _ddp2(fer_csv_root: str, tmp_path: Path, name: str, **extra: object) -> list[str]:
+    extra.setdefault("DIST__TIMEOUT_S", BEAT_TIMEOUT_S)
     return [
         "--config",
         FER_SYNTH,
