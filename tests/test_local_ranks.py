@@ -75,7 +75,9 @@ def test_die_with_process_signals_when_a_process_other_than_the_parent_ends(tmp_
         "import pathlib, signal, sys, time\n"
         "from harness.local_ranks import die_with_process\n"
         "def on(s, f):\n"
-        f"    pathlib.Path({str(got)!r}).write_text(signal.Signals(s).name); sys.exit(0)\n"
+        # Written aside, then renamed: the test may look between a plain write's create and write.
+        f"    pathlib.Path({str(got)!r} + '.tmp').write_text(signal.Signals(s).name)\n"
+        f"    pathlib.Path({str(got)!r} + '.tmp').rename({str(got)!r}); sys.exit(0)\n"
         "signal.signal(signal.SIGUSR2, on)\n"
         f"die_with_process({watched.pid}, signal.SIGUSR2)\n"
         f"pathlib.Path({str(ready)!r}).touch()\n"

@@ -132,7 +132,9 @@ def test_die_with_parent_delivers_the_requested_signal(tmp_path: Path) -> None:
         "import pathlib, signal, sys, time\n"
         "from harness.local_ranks import die_with_parent\n"
         "def on(s, f):\n"
-        f"    pathlib.Path({str(got)!r}).write_text(signal.Signals(s).name); sys.exit(0)\n"
+        # Written aside, then renamed: the test may look between a plain write's create and write.
+        f"    pathlib.Path({str(got)!r} + '.tmp').write_text(signal.Signals(s).name)\n"
+        f"    pathlib.Path({str(got)!r} + '.tmp').rename({str(got)!r}); sys.exit(0)\n"
         "signal.signal(signal.SIGUSR2, on)\n"
         "die_with_parent(signal.SIGUSR2)\n"
         f"pathlib.Path({str(ready)!r}).touch()\n"
