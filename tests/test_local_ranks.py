@@ -74,10 +74,9 @@ def test_die_with_process_signals_when_a_process_other_than_the_parent_ends(tmp_
     child_code = (
         "import pathlib, signal, sys, time\n"
         "from harness.local_ranks import die_with_process\n"
+        "from harness.rundir import atomic_write_text\n"
         "def on(s, f):\n"
-        # Written aside, then renamed: the test may look between a plain write's create and write.
-        f"    pathlib.Path({str(got)!r} + '.tmp').write_text(signal.Signals(s).name)\n"
-        f"    pathlib.Path({str(got)!r} + '.tmp').rename({str(got)!r}); sys.exit(0)\n"
+        f"    atomic_write_text({str(got)!r}, signal.Signals(s).name); sys.exit(0)\n"  # whole or absent
         "signal.signal(signal.SIGUSR2, on)\n"
         f"die_with_process({watched.pid}, signal.SIGUSR2)\n"
         f"pathlib.Path({str(ready)!r}).touch()\n"
@@ -104,6 +103,7 @@ def test_die_with_process_of_a_pid_already_gone_signals_at_once(tmp_path: Path) 
     code = (
         "import signal, sys\n"
         "from harness.local_ranks import die_with_process\n"
+        "from harness.rundir import atomic_write_text\n"
         "signal.signal(signal.SIGUSR2, lambda s, f: sys.exit(7))\n"
         f"die_with_process({gone.pid}, signal.SIGUSR2)\n"
         "import time; time.sleep(30)\n"

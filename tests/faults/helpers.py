@@ -12,6 +12,11 @@ from pathlib import Path
 
 from tests.spine_helpers import REPO
 
+# DIST.TIMEOUT_S for fault tests that wait on heartbeats. A rank beats every tenth of the
+# timeout (at most every 10 s, harness.watchdog.intervals): 30 s beats every 3 s, so a test
+# sees both ranks train within seconds instead of waiting out a 10 s beat.
+BEAT_TIMEOUT_S = 30
+
 
 def snapshot(
     run_dir: Path,

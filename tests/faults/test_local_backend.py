@@ -18,7 +18,7 @@ import yaml
 
 from harness.launcher.status import sweep_status
 from harness.launcher.sweep_ops import cancel, launch_sweep, resubmit, wait_for_sweep
-from tests.faults.helpers import heartbeat, pid_gone, status, wait_for
+from tests.faults.helpers import BEAT_TIMEOUT_S, heartbeat, pid_gone, status, wait_for
 from tests.spine_helpers import REPO, harness_cli
 
 RUN = "ddp-g2-b8-s0"
@@ -40,8 +40,7 @@ def _sweep(tmp_path: Path, fer_csv_root: str, epochs: int) -> tuple[Path, int]:
                     "TRAIN.MAX_STEPS_PER_EPOCH": 4,
                     "EVAL.EVERY_EPOCHS": 0,
                     "DATA.NUM_WORKERS": 0,
-                    # Heartbeats every 3 s (a tenth of the timeout), not every 10 s.
-                    "DIST.TIMEOUT_S": 30,
+                    "DIST.TIMEOUT_S": BEAT_TIMEOUT_S,
                 },
             }
         )

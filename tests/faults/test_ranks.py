@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import heartbeat, pid_gone, start_train, status, wait_for
+from tests.faults.helpers import BEAT_TIMEOUT_S, heartbeat, pid_gone, start_train, status, wait_for
 from tests.spine_helpers import FER_SYNTH, fast_opts
-
-# DIST.TIMEOUT_S sets the heartbeat interval (a tenth of it, at most 10 s): 30 s beats every
-# 3 s, so a test sees both ranks train within seconds instead of waiting out a 10 s beat.
-BEAT_TIMEOUT_S = 30
 
 
 def _ddp2(fer_csv_root: str, tmp_path: Path, name: str, **extra: object) -> list[str]:
@@ -131,10 +127,9 @@ def test_die_with_parent_delivers_the_requested_signal(tmp_path: Path) -> None:
     child = (
         "import pathlib, signal, sys, time\n"
         "from harness.local_ranks import die_with_parent\n"
+        "from harness.rundir import atomic_write_text\n"
         "def on(s, f):\n"
-        # Written aside, then renamed: the test may look between a plain write's create and write.
-        f"    pathlib.Path({str(got)!r} + '.tmp').write_text(signal.Signals(s).name)\n"
-        f"    pathlib.Path({str(got)!r} + '.tmp').rename({str(got)!r}); sys.exit(0)\n"
+        f"    atomic_write_text({str(got)!r}, signal.Signals(s).name); sys.exit(0)\n"  # whole or absent
         "signal.signal(signal.SIGUSR2, on)\n"
         "die_with_parent(signal.SIGUSR2)\n"
         f"pathlib.Path({str(ready)!r}).touch()\n"
