@@ -5,9 +5,15 @@ PY := $(VENV)/bin/python
 HARNESS := $(VENV)/bin/harness
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
-# pytest-xdist workers of `make test` and `make test-fast`: one per core, at most 4 (each
-# imports torch, and many tests start two or three processes of their own).
-TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+# pytest-xdist workers of `make test` and `make test-fast`: one more than the cores, at most 4.
+# Many tests spend much of their time waiting (on the Slurm scheduler, a fault's timeout, a
+# sweep's poll); the extra worker keeps the cores busy meanwhile. tests/conftest.py splits the
+# cores' OpenMP threads among the workers. Each worker imports torch, and many tests start two
+# or three processes of their own, hence the cap. `env -u`: nproc honours OMP_NUM_THREADS.
+TEST_WORKERS ?= $(shell n=$$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 2); n=$$((n + 1)); [ $$n -gt 4 ] && n=4; echo $$n)
+# One test at a time to each worker (pytest-xdist's default sends chunks ahead): a worker that
+# finishes early takes the next test instead of idling while another works through its queue.
+XDIST = -n $(TEST_WORKERS) --maxschedchunk=1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
@@ -31,20 +37,20 @@ demo: venv
 	@echo "Upload the offline W&B runs later with: $(VENV)/bin/wandb sync $(DEMO_DIR)/fer_demo/runs/*/wandb/offline-run-*"
 
 ## test: the whole suite on the CPU (starts a real local Slurm cluster when root); what CI runs.
-## TEST_WORKERS pytest-xdist workers (one per core, at most 4), then the `serial` tests alone:
+## TEST_WORKERS pytest-xdist workers (one more than the cores, at most 4), then the `serial` tests alone:
 ## they compare measured step times with a model, which other tests' load would skew. The
 ## serial session collects only the files that mark a test serial, and takes over the Slurm
 ## cluster the first session started (it brings it down; it runs even when the first fails).
 SERIAL_FILES = $(shell grep -rl --include='test_*.py' 'mark.serial' tests)
 test: venv
 	status=0; \
-	SLURM_LOCAL_KEEP_UP=1 $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not serial" -p no:cacheprovider || status=$$?; \
+	SLURM_LOCAL_KEEP_UP=1 $(PY) -m pytest -q $(XDIST) -m "not serial" -p no:cacheprovider || status=$$?; \
 	$(PY) -m pytest -q -m serial -p no:cacheprovider $(SERIAL_FILES) || [ $$? -eq 5 ] || status=1; \
 	exit $$status
 
 ## test-fast: the lane to run while working (no `slow`, no `slurm` tests), one pytest-xdist worker per core
 test-fast: venv
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not slurm and not gpu and not serial" -p no:cacheprovider
+	$(PY) -m pytest -q $(XDIST) -m "not slow and not slurm and not gpu and not serial" -p no:cacheprovider
 
 ## lint: ruff's rules (incl. C901 complexity) and its formatter, checked, not applied
 lint: venv

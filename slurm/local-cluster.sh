@@ -180,7 +180,9 @@ is_up() {  # every daemon recorded in the state dir is alive
 write_configs() {
     local host_short mem_mb cpus node_lines="" node
     host_short=$(hostname -s)
-    cpus=$(nproc)
+    # nproc honours OMP_NUM_THREADS: a shell (or test session) that limits its threads must
+    # not shrink the node to that many CPUs.
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
     # A bit under the machine's memory so that `--mem` requests up to that size fit.
     mem_mb=$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
     if [[ "$NODES" == 2 ]]; then

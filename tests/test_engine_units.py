@@ -4,6 +4,7 @@ gradient accumulation, pretrained weights, atomic files."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,26 @@ def test_compiled_model_trains_and_checkpoints_plain_weights(fer_csv_root: str, 
     assert launch(cfg) == "completed"
     # The checkpoint holds the bare module's names, loadable without torch.compile.
     assert not any(k.startswith("_orig_mod") for k in model_state(tmp_path / "compiled"))
+
+
+def test_cpu_threads_are_split_among_local_ranks_unless_omp_num_threads_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The test session itself sets OMP_NUM_THREADS under xdist (tests/conftest.py), so the
+    # split that a plain launch gets is checked here with it removed.
+    from harness.distributed import WorldInfo
+    from harness.train import _set_cpu_threads
+
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        _set_cpu_threads(WorldInfo(local_world_size=1))
+        assert torch.get_num_threads() == cores
+        _set_cpu_threads(WorldInfo(world_size=cores + 1, local_world_size=cores + 1, source="torchrun"))
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        _set_cpu_threads(WorldInfo(local_world_size=1))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

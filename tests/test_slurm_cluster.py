@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.slurm_cluster_fixture import (
     CLUSTER_SCRIPT,
     LocalSlurmCluster,
@@ -209,12 +211,15 @@ def _kill_daemons_and_forget(state_dir: Path) -> None:
 
 
 def test_second_two_node_cluster_runs_beside_the_first_and_reclaims_its_leftovers(
-    slurm_cluster_2nodes: LocalSlurmCluster, tmp_path: Path
+    slurm_cluster_2nodes: LocalSlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Another checkout's 2-node cluster (another state dir) must not block this one: the
     # network, namespaces, node names and subnet are derived from the state dir.
     parent = Path(tempfile.mkdtemp(prefix="slurm-2nd-", dir="/tmp"))
     state_dir = parent / "state"
+    # A shell that limits its OpenMP threads still gets nodes with every core (nproc alone
+    # would answer 1 here).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     try:
         up = run_cluster_script("up", state_dir, "--nodes", "2", timeout_s=300)
         assert up.returncode == 0, up.stdout + up.stderr
@@ -233,6 +238,14 @@ def test_second_two_node_cluster_runs_beside_the_first_and_reclaims_its_leftover
         )
         assert wait_for_state(second, job_id, TERMINAL_STATES) == "COMPLETED", out.read_text()
         assert set(out.read_text().split()) == set(second.nodes)
+        node_cpus = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%c"],
+            env={**os.environ, **second.env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.split()
+        assert set(node_cpus) == {str(len(os.sched_getaffinity(0)))}, node_cpus
 
         _kill_daemons_and_forget(state_dir)
         again = run_cluster_script("up", state_dir, "--nodes", "2", timeout_s=300)
