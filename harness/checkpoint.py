@@ -15,13 +15,6 @@ import torch
 
 from harness.errors import UserError
 from harness.rundir import atomic_write_bytes
-from harness.runformat import CHECKPOINT_DIR, LAST_CHECKPOINT
-
-LAST = LAST_CHECKPOINT
-
-
-def checkpoint_path(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / LAST
 
 
 class CheckpointError(UserError):
@@ -87,19 +80,6 @@ def check_model_state(
             f"checkpoint {source} does not fit the model: {', '.join(parts)} tensors; "
             "it was written for another MODEL config"
         )
-
-
-def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
-    """``auto``: last.pt if it exists; ``never``: None; else a path that must exist."""
-    if resume == "never":
-        return None
-    if resume == "auto":
-        last = checkpoint_path(run_dir)
-        return last if last.is_file() else None
-    path = Path(resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint file")
-    return path
 
 
 def rng_state() -> dict[str, Any]:

@@ -150,7 +150,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def cmd_commbench(args: argparse.Namespace) -> int:
-    from harness.distributed import world_info_from_env
+    from harness.world import world_info_from_env
 
     _check(args)
     options = vars(args).copy()
@@ -184,15 +184,16 @@ def run_commbench(options: dict[str, Any], launcher: str, out_dir: str | os.Path
     import torch.distributed as dist
 
     from harness import distributed as du
+    from harness.world import find_free_port, world_info_from_env
 
-    world = du.world_info_from_env()
+    world = world_info_from_env()
     device = du.init_distributed(world, options.get("backend", "auto"))
     if not dist.is_initialized():  # one process (e.g. a 1-task Slurm job): a group of one
         dist.init_process_group(
             du.resolve_backend(options.get("backend", "auto")),
             rank=0,
             world_size=1,
-            init_method=f"tcp://127.0.0.1:{du.find_free_port()}",
+            init_method=f"tcp://127.0.0.1:{find_free_port()}",
         )
     try:
         backend = dist.get_backend()
@@ -364,18 +365,18 @@ def job_options(args: list[str]) -> dict[str, Any]:
 def run_job(cfg: Any, args: list[str]) -> str:
     """A sweep run of kind commbench: measure at this Slurm/torchrun world, write
     ``commbench.json`` and status.json into the run directory."""
-    from harness import distributed as du
     from harness.rundir import run_dir_for, write_status
+    from harness.world import world_info_from_env
 
     options = job_options(args)
     options["backend"] = cfg.DIST.BACKEND
     run_dir = run_dir_for(cfg)
-    main = du.world_info_from_env().rank == 0
+    main = world_info_from_env().rank == 0
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_status(run_dir, state="running", job_id=os.environ.get("SLURM_JOB_ID", ""), error=None)
     try:
-        run_commbench(options, launcher=du.world_info_from_env().source, out_dir=run_dir)
+        run_commbench(options, launcher=world_info_from_env().source, out_dir=run_dir)
     except BaseException as e:
         if main:
             write_status(run_dir, state="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
@@ -387,9 +388,9 @@ def run_job(cfg: Any, args: list[str]) -> str:
 
 def run_local_job(cfg: Any) -> int:
     """A commbench sweep run on the local backend: DIST.GPUS processes on this machine."""
-    from harness import distributed as du
+    from harness.world import world_info_from_env
 
-    if du.world_info_from_env().distributed or cfg.DIST.GPUS <= 1:
+    if world_info_from_env().distributed or cfg.DIST.GPUS <= 1:
         run_job(cfg, list(cfg.JOB.ARGS))
         return 0
     if cfg.DIST.NODES > 1:

@@ -12,3 +12,12 @@ def gpu_driver_present() -> bool:
     """Whether a GPU driver's device node exists. False means torch would find no GPU,
     known without the torch import (seconds of CPU per process)."""
     return any(glob.glob(pattern) for pattern in GPU_DEVICE_NODES)
+
+
+def visible_cuda_devices() -> int:
+    """How many CUDA devices torch sees; 0 without a GPU driver, answered without torch."""
+    if not gpu_driver_present():
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -89,11 +89,11 @@ def run_evaluation(cfg: Any) -> dict[str, Any]:
     from harness import parallel, vis
     from harness.config import device_count, dump_config, flatten_config
     from harness.data import InferenceSampler, build_loader
-    from harness.distributed import world_info_from_env
     from harness.rundir import atomic_write_json, environment_info, git_commit, run_dir_for, slurm_job_id
     from harness.runlog import RunLogger, setup_text_logging
     from harness.tasks import get_task
     from harness.train import _set_cpu_threads, check_world
+    from harness.world import world_info_from_env
 
     world = world_info_from_env()
     check_world(cfg, world)

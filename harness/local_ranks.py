@@ -19,6 +19,10 @@ How the ranks start (``rank_start_method``):
 ``HARNESS_RANK_START=spawn|forkserver`` overrides the choice (benchmarks/bench_rank_start.py
 compares the two).
 
+The launcher itself never imports torch (``RankGroup`` supervises the ranks with the
+standard library, as torch.multiprocessing's ProcessContext would): under forkserver it only
+decides, starts and waits, and the import would cost it 1.5 s of CPU for nothing.
+
 No orphans: a rank asks for ``stop_signal`` when its parent dies (``die_with_parent``: the
 launcher under spawn, the fork server under forkserver) and when the launcher itself ends
 (``die_with_process``), because a fork server outlives its launcher while ranks it forked
@@ -28,22 +32,28 @@ still run.
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
+import multiprocessing.connection as mp_connection
 import os
 import select
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from harness.devices import gpu_driver_present
+from harness.world import find_free_port
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 RANK_START_ENV = "HARNESS_RANK_START"
 # Imported by the fork server before it forks ranks: what every training rank needs anyway.
-FORKSERVER_PRELOAD = ("harness.spawn", "torch._dynamo")
+FORKSERVER_PRELOAD = ("harness.train", "torch._dynamo")
 
 
 def rank_start_method(preload: Sequence[str] = ()) -> str:
@@ -55,8 +65,6 @@ def rank_start_method(preload: Sequence[str] = ()) -> str:
         raise ValueError(f"{RANK_START_ENV} is {chosen!r}; choose spawn or forkserver")
     if chosen == "spawn" or (not chosen and gpu_driver_present()):
         return "spawn"
-    import multiprocessing
-
     multiprocessing.get_context("forkserver").set_forkserver_preload([*FORKSERVER_PRELOAD, *preload])
     return "forkserver"
 
@@ -108,34 +116,135 @@ def start_local_ranks(
     join: bool = True,
     stop_signal: int = signal.SIGTERM,
     handle_stop: bool = False,
-) -> Any:
-    """``target(local_rank, *args)`` in ``nprocs`` local processes of one world; returns
-    torch's ProcessContext (``join=False``) or waits, raising torch's ProcessRaisedException /
-    ProcessExitedException when a rank fails (``join=True``).
+) -> RankGroup:
+    """``target(local_rank, *args)`` in ``nprocs`` local processes of one world; returns the
+    ``RankGroup`` (``join=False``) or waits, raising ``RankRaised`` / ``RankExited`` when a
+    rank fails (``join=True``).
 
     ``handle_stop``: the ranks route SIGTERM/SIGUSR2 to ``harness.preemption`` (stop at the
     next step boundary) before asking for ``stop_signal`` on the launcher's death."""
-    import torch.multiprocessing as mp
-
-    from harness.distributed import find_free_port
-
     launch = LaunchState(
         nprocs, find_free_port(), os.getpid(), stop_signal, handle_stop, dict(os.environ), os.getcwd()
     )
-    return mp.start_processes(
-        _rank_entry,
-        args=(target, args, launch),
-        nprocs=nprocs,
-        join=join,
-        start_method=rank_start_method(preload),
-    )
+    context: Any = multiprocessing.get_context(rank_start_method(preload))  # typeshed: a union
+    error_dir = tempfile.mkdtemp(prefix="harness-ranks-")
+    error_files = [os.path.join(error_dir, f"rank{rank}.traceback") for rank in range(nprocs)]
+    processes = []
+    for rank in range(nprocs):
+        process = context.Process(target=_rank_entry, args=(rank, target, args, launch, error_files[rank]))
+        process.start()
+        processes.append(process)
+    group = RankGroup(processes, error_files, error_dir)
+    while join and not group.join():
+        pass
+    return group
+
+
+class RankError(Exception):
+    """A local rank failed: ``error_index`` is its rank, ``error_pid`` its process id."""
+
+    def __init__(self, message: str, error_index: int, error_pid: int | None) -> None:
+        super().__init__(message)
+        self.error_index = error_index
+        self.error_pid = error_pid
+
+
+class RankRaised(RankError):
+    """A rank raised an exception; the message ends with its traceback."""
+
+
+class RankExited(RankError):
+    """A rank exited with a non-zero code, or was killed by a signal (``exit_code`` < 0)."""
+
+    def __init__(self, message: str, error_index: int, error_pid: int | None, exit_code: int) -> None:
+        super().__init__(message, error_index, error_pid)
+        self.exit_code = exit_code
+
+
+class RankGroup:
+    """The ranks of one launch. ``join`` waits for them; once one fails it gives the others
+    ``grace_period`` to stop, then SIGTERM, then (another grace period, 30 s without one)
+    SIGKILL, and raises for the first failure (torch.multiprocessing's rules)."""
+
+    def __init__(self, processes: list[Any], error_files: list[str], error_dir: str) -> None:
+        self.processes = processes
+        self._error_files = error_files
+        self._error_dir = error_dir
+        self._running = {process.sentinel: rank for rank, process in enumerate(processes)}
+
+    def join(self, timeout: float | None = None, grace_period: float | None = None) -> bool:
+        """True once every rank exited 0; False if some still run after ``timeout``."""
+        if not self._running:
+            return True
+        failed = None
+        for sentinel in mp_connection.wait(list(self._running), timeout=timeout):
+            rank = self._running.pop(sentinel)
+            self.processes[rank].join()
+            if self.processes[rank].exitcode != 0:
+                failed = rank
+                break
+        if failed is None:
+            if not self._running:
+                shutil.rmtree(self._error_dir, ignore_errors=True)
+            return not self._running
+        self._stop_the_others(grace_period)
+        raise self._failure(failed)
+
+    def _stop_the_others(self, grace_period: float | None) -> None:
+        if grace_period is not None:
+            self._join_all(grace_period)
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        self._join_all(30.0 if grace_period is None else grace_period)
+        for process in self.processes:
+            if process.is_alive():
+                process.kill()
+            process.join()
+        self._running.clear()
+
+    def _join_all(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+
+    def _failure(self, rank: int) -> RankError:
+        process = self.processes[rank]
+        try:
+            with open(self._error_files[rank], encoding="utf-8") as f:
+                trace = f.read()
+        except OSError:
+            trace = None
+        finally:
+            shutil.rmtree(self._error_dir, ignore_errors=True)
+        if trace is not None:
+            return RankRaised(f"\n\n-- rank {rank} raised:\n{trace}", rank, process.pid)
+        code = process.exitcode
+        how = f"signal {signal_name(-code)}" if code < 0 else f"exit code {code}"
+        return RankExited(f"rank {rank} terminated with {how}", rank, process.pid, code)
+
+
+def signal_name(number: int) -> str:
+    """SIGKILL for 9; ``signal N`` for a number no signal has."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _rank_entry(
-    local_rank: int, target: Callable[..., Any], args: tuple[Any, ...], launch: LaunchState
+    local_rank: int, target: Callable[..., Any], args: tuple[Any, ...], launch: LaunchState, error_file: str
 ) -> None:
-    launch.enter_rank(local_rank)
-    target(local_rank, *args)
+    try:
+        launch.enter_rank(local_rank)
+        target(local_rank, *args)
+    except KeyboardInterrupt:
+        pass  # SIGINT from the launcher stopping this rank
+    except Exception:
+        # The traceback goes to the launcher, which raises it as RankRaised.
+        with open(error_file, "w", encoding="utf-8") as f:
+            f.write(traceback.format_exc())
+        sys.exit(1)
 
 
 def die_with_parent(sig: int = signal.SIGTERM, parent_pid: int | None = None) -> None:

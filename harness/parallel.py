@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from harness.distributed import WorldInfo
+from harness.world import WorldInfo
 
 
 def wrap_model(

@@ -9,17 +9,16 @@ from pathlib import Path
 
 from yacs.config import CfgNode as CN
 
+from harness.devices import visible_cuda_devices
 from harness.errors import MachineError, UserError
 
 
 def check_machine(cfg: CN, cuda_devices: int | None = None) -> None:
     """Raise MachineError when this machine cannot run ``cfg``'s strategy and devices.
 
-    ``cuda_devices``: the visible CUDA devices (default: ask torch)."""
+    ``cuda_devices``: the visible CUDA devices (default: ask torch, if a GPU driver exists)."""
     if cuda_devices is None:
-        import torch
-
-        cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        cuda_devices = visible_cuda_devices()
     d, strategy = cfg.DIST, cfg.DIST.STRATEGY
     if strategy == "dp" and d.GPUS > 1 and d.GPUS > cuda_devices:
         raise MachineError(

@@ -115,8 +115,7 @@ def check_resume(cfg: CN, run_dir: str | os.PathLike, resume: str = "auto") -> R
 
     Raises ResumeError (one line) when the run directory holds a run trained with
     different identity keys and ``resume`` is not ``force``."""
-    from harness.checkpoint import resolve_resume
-    from harness.rundir import read_status
+    from harness.rundir import read_status, resolve_resume
 
     run_dir = Path(run_dir)
     checkpoint = resolve_resume("auto" if resume == FORCE else resume, run_dir)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.runformat import STATES, STATUS_JSON
+from harness.runformat import CHECKPOINT_DIR, LAST_CHECKPOINT, STATES, STATUS_JSON
 
 if TYPE_CHECKING:
     from yacs.config import CfgNode as CN
@@ -130,3 +130,21 @@ def slurm_job_id(env: Mapping[str, str] | None = None) -> str:
     if environ.get("SLURM_ARRAY_JOB_ID") and environ.get("SLURM_ARRAY_TASK_ID"):
         return f"{environ['SLURM_ARRAY_JOB_ID']}_{environ['SLURM_ARRAY_TASK_ID']}"
     return environ.get("SLURM_JOB_ID", "")
+
+
+def checkpoint_path(run_dir: str | os.PathLike) -> Path:
+    """The run's resume checkpoint (``checkpoints/last.pt``)."""
+    return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+
+
+def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
+    """``auto``: last.pt if it exists; ``never``: None; else a path that must exist."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        last = checkpoint_path(run_dir)
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint file")
+    return path

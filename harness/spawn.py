@@ -10,16 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.multiprocessing as mp
 from yacs.config import CfgNode as CN
 
-from harness.distributed import world_info_from_env
-from harness.local_ranks import start_local_ranks
+from harness.devices import visible_cuda_devices
+from harness.local_ranks import RankExited, RankRaised, signal_name, start_local_ranks
 from harness.resume_guard import check_resume
 from harness.rundir import read_status, run_dir_for, write_status
 from harness.tasks import task_module
-from harness.train import run_training
+from harness.world import world_info_from_env
 
 GRACE_S = 5.0  # after one rank fails, how long the others get to stop before SIGTERM, then SIGKILL
 
@@ -29,8 +27,12 @@ def needs_spawn(cfg: CN) -> bool:
 
 
 def launch(cfg: CN, resume: str = "auto") -> str:
-    """Run ``cfg`` to the end; returns "completed" or "preempted"."""
+    """Run ``cfg`` to the end; returns "completed" or "preempted".
+
+    A launcher that starts ranks imports no torch (the ranks do); a single process trains here."""
     if not needs_spawn(cfg):
+        from harness.train import run_training
+
         return run_training(cfg, resume)
     if cfg.DIST.NODES > 1:
         raise RuntimeError(
@@ -38,10 +40,7 @@ def launch(cfg: CN, resume: str = "auto") -> str:
             "submit it with `harness sweep --backend slurm` or start it with torchrun"
         )
     nprocs = cfg.DIST.GPUS
-    if torch.cuda.is_available() and torch.cuda.device_count() < nprocs:
-        raise RuntimeError(
-            f"DIST.GPUS {nprocs} but only {torch.cuda.device_count()} CUDA devices are visible"
-        )
+    _check_visible_gpus(nprocs)
     if check_resume(cfg, run_dir_for(cfg), resume).already_completed:  # refuse here, before any rank starts
         print(f"run {cfg.RUN_NAME} already completed ({run_dir_for(cfg)}); nothing to do", file=sys.stderr)
         return "completed"
@@ -58,10 +57,10 @@ def launch(cfg: CN, resume: str = "auto") -> str:
         first = _first_failure(context.processes)
         while not context.join(timeout=1, grace_period=GRACE_S):
             pass
-    except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:
+    except (RankExited, RankRaised) as e:
         if first is not None and first[1] < 0:  # killed by a signal: the cause, whatever failed next
             raise RankFailed(_record_rank_death(run_dir_for(cfg), *first)) from None
-        if isinstance(e, mp.ProcessExitedException):
+        if isinstance(e, RankExited):
             raise RankFailed(_record_rank_death(run_dir_for(cfg), e.error_index, e.exit_code)) from None
         # The rank wrote status.json and its traceback itself; report its last line.
         last = [line for line in str(e).splitlines() if line.strip()]
@@ -70,6 +69,12 @@ def launch(cfg: CN, resume: str = "auto") -> str:
         for sig, handler in forward.items():
             signal.signal(sig, handler)
     return read_status(run_dir_for(cfg)).get("state", "completed")
+
+
+def _check_visible_gpus(nprocs: int) -> None:
+    visible = visible_cuda_devices()
+    if visible and visible < nprocs:
+        raise RuntimeError(f"DIST.GPUS {nprocs} but only {visible} CUDA devices are visible")
 
 
 class RankFailed(RuntimeError):
@@ -93,8 +98,8 @@ def _record_rank_death(run_dir: Path, rank: int, exit_code: int) -> str:
     """status.json: failed, with the rank, the signal (or exit code) and the last step."""
     status = read_status(run_dir)
     step = status.get("step")
-    signal_name = _signal_name(-exit_code) if exit_code < 0 else None
-    how = f"was killed by {signal_name}" if signal_name else f"exited with code {exit_code}"
+    killed_by = signal_name(-exit_code) if exit_code < 0 else None
+    how = f"was killed by {killed_by}" if killed_by else f"exited with code {exit_code}"
     message = f"rank {rank} {how} at step {step}"
     if status.get("state") == "failed" and status.get("silent_rank") is not None:
         return status.get("error") or message  # a watchdog already named the silent rank
@@ -105,17 +110,10 @@ def _record_rank_death(run_dir: Path, rank: int, exit_code: int) -> str:
             state="failed",
             error=message,
             failed_rank=rank,
-            signal=signal_name,
+            signal=killed_by,
             exit_code=exit_code,
         )
     return message
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def _forward_signals(pids: list[int]) -> dict[int, Any]:
@@ -135,4 +133,6 @@ def _forward_signals(pids: list[int]) -> dict[int, Any]:
 
 
 def _worker(local_rank: int, cfg: CN, resume: str) -> None:
+    from harness.train import run_training
+
     run_training(cfg, resume)

@@ -19,7 +19,6 @@ from harness import preemption
 from harness.bad_samples import skipped_samples
 from harness.checkpoint import CheckpointError, check_model_state, load_checkpoint
 from harness.config import dump_config, flatten_config, global_batch_size, resolve_wandb_mode
-from harness.distributed import WorldInfo, world_info_from_env
 from harness.resume_guard import check_resume
 from harness.rundir import (
     atomic_write_json,
@@ -36,6 +35,7 @@ from harness.runlog import RunLogger, setup_text_logging
 from harness.tasks import get_task
 from harness.trainer import Trainer
 from harness.watchdog import Watchdog
+from harness.world import WorldInfo, world_info_from_env
 
 
 def check_world(cfg: CN, world: WorldInfo) -> None:

@@ -22,15 +22,17 @@ from harness import distributed as du
 from harness import faults, parallel, preemption, vis
 from harness.config import device_count, global_batch_size
 from harness.data import InferenceSampler, TrainSampler, TrainSubset, build_loader, subset_indices
-from harness.distributed import LaggedVote, WorldInfo
+from harness.distributed import LaggedVote
 from harness.flops import compute_precision, flops_per_sample, peak_tflops
 from harness.nan_guard import NonFiniteGuard
 from harness.optim import LRSchedule, build_optimizer, scaled_lr
 from harness.profiling import StepProfiler
 from harness.resume_guard import flat_config
+from harness.rundir import checkpoint_path
 from harness.runlog import RunLogger
 from harness.tasks import Task
 from harness.timing import CommTimer, Meter, RunClock, WindowTimer
+from harness.world import WorldInfo
 
 
 class NonFiniteLossError(RuntimeError):
@@ -199,7 +201,7 @@ class Trainer:
         state = self.state_dict()  # collective: every rank takes part
         if du.is_main():
             ckpt.save_checkpoint(
-                ckpt.checkpoint_path(self.run_dir),
+                checkpoint_path(self.run_dir),
                 state,
                 midway=faults.checkpoint_midway(self.cfg, self.run_dir, self.global_step),
             )
@@ -380,7 +382,7 @@ class Trainer:
         if meter.count and not math.isfinite(value):
             raise NonFiniteLossError(
                 f"training loss is {value} {where} (epoch {self.epoch}, step {self.global_step}); the last "
-                f"good checkpoint is kept at {ckpt.checkpoint_path(self.run_dir)}. Lower TRAIN.LR or set "
+                f"good checkpoint is kept at {checkpoint_path(self.run_dir)}. Lower TRAIN.LR or set "
                 "TRAIN.CLIP_GRAD"
             )
         return value

@@ -86,8 +86,9 @@ def _evaluate(cfg, world: int, rank: int) -> dict:
 def _evaluate_worker(rank: int, world: int, cfg, out: str) -> None:
     torch.set_num_threads(1)
     from harness import distributed as du
+    from harness.world import world_info_from_env
 
-    du.init_distributed(du.world_info_from_env(), "gloo")
+    du.init_distributed(world_info_from_env(), "gloo")
     metrics = _evaluate(cfg, world, rank)
     if rank == 0:
         torch.save(metrics, out)

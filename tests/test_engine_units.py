@@ -12,8 +12,8 @@ import torch
 
 from harness.config import load_config
 from harness.data import InferenceSampler, TrainSampler
-from harness.distributed import expand_nodelist, master_port_for_job, world_info_from_env
 from harness.optim import LRSchedule, build_optimizer, scaled_lr
+from harness.world import expand_nodelist, master_port_for_job, world_info_from_env
 from tests.spine_helpers import FER_SYNTH
 
 
@@ -271,8 +271,8 @@ def test_cpu_threads_are_split_among_local_ranks_unless_omp_num_threads_is_set(
 ) -> None:
     # The test session itself sets OMP_NUM_THREADS under xdist (tests/conftest.py), so the
     # split that a plain launch gets is checked here with it removed.
-    from harness.distributed import WorldInfo
     from harness.train import _set_cpu_threads
+    from harness.world import WorldInfo
 
     cores = len(os.sched_getaffinity(0))
     before = torch.get_num_threads()

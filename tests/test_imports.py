@@ -9,7 +9,8 @@
   strings in ``harness/tasks.py``; ``analysis/`` imports no training code, only
   ``harness.runformat``.
 - ``harness --help``, ``status``, ``sweep --dry-run`` and ``analyze`` never import torch
-  (the light commands not pandas or matplotlib either), checked in a fresh interpreter.
+  (the light commands not pandas or matplotlib either), checked in a fresh interpreter; nor
+  does the launcher of a ``harness train --strategy ddp`` run on the CPU (its ranks do).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.devices import gpu_driver_present
 from harness.launcher.manifest import write_manifest
 from harness.rundir import atomic_write_json
 from harness.tasks import TASKS, WORKLOADS
@@ -317,3 +319,33 @@ def test_analyze_imports_no_torch(sweep_dirs: dict[str, Path], tmp_path: Path) -
     assert result["code"] == 0 and (tmp_path / "report.md").is_file()
     assert "pandas" in result["loaded"]  # it did the work ...
     assert "torch" not in result["loaded"]  # ... without the training stack
+
+
+@pytest.mark.skipif(gpu_driver_present(), reason="with a GPU driver the launcher asks torch for the devices")
+def test_a_ddp_launcher_imports_no_torch_only_its_ranks_do(fer_csv_root: str, tmp_path: Path) -> None:
+    """`harness train --strategy ddp` on the CPU decides, starts the ranks from the fork server
+    and waits: the ranks train, the launcher never pays for importing torch."""
+    result = harness_in_fresh_interpreter(
+        "train",
+        "--config",
+        "configs/fer/effnet_b0_synthetic.yaml",
+        "--strategy",
+        "ddp",
+        "--gpus",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+        "--run-name",
+        "ddp2",
+        "DATASET.ROOT",
+        fer_csv_root,
+        "TRAIN.EPOCHS",
+        "1",
+        "TRAIN.MAX_STEPS_PER_EPOCH",
+        "2",
+        "LOG.WANDB.MODE",
+        "disabled",
+    )
+    assert result["code"] == 0
+    assert json.loads((tmp_path / "ddp2/status.json").read_text())["state"] == "completed"
+    assert "torch" not in result["loaded"], result

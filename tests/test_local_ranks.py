@@ -10,12 +10,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from harness.devices import gpu_driver_present
-from harness.local_ranks import rank_start_method, start_local_ranks
+from harness.local_ranks import RankExited, RankRaised, rank_start_method, start_local_ranks
+from harness.rundir import atomic_write_text
 from tests.faults.helpers import pid_gone, wait_for
 from tests.spine_helpers import REPO
 
@@ -36,6 +38,57 @@ def _report(local_rank: int, out: str) -> None:
         "gathered": value,
     }
     Path(out, f"rank{local_rank}.json").write_text(json.dumps(record))
+
+
+def _fail_rank1(local_rank: int, how: str, out: str) -> None:
+    peer = Path(out, "peer.pid")
+    if local_rank == 0:  # the healthy peer: runs until the launcher stops it
+        atomic_write_text(peer, str(os.getpid()))
+        time.sleep(120)
+        return
+    wait_for(peer.exists, 30, "the peer rank to start")
+    if how == "raise":
+        raise ValueError("rank 1 gave up")
+    if how == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "how, error, says",
+    [
+        ("raise", RankRaised, "ValueError: rank 1 gave up"),
+        ("exit", RankExited, "rank 1 terminated with exit code 3"),
+        ("kill", RankExited, "rank 1 terminated with signal SIGKILL"),
+    ],
+)
+def test_a_failed_rank_is_named_and_its_peer_stopped(
+    how: str, error: type, says: str, tmp_path: Path
+) -> None:
+    group = start_local_ranks(_fail_rank1, (how, str(tmp_path)), 2, join=False)
+    with pytest.raises(error) as failure:
+        while not group.join(timeout=1, grace_period=0.5):
+            pass
+    assert failure.value.error_index == 1 and says in str(failure.value)
+    assert failure.value.error_pid == group.processes[1].pid
+    if isinstance(failure.value, RankExited):
+        assert failure.value.exit_code == {"exit": 3, "kill": -signal.SIGKILL}[how]
+    # The peer did not finish its sleep: SIGTERM after the grace period.
+    assert group.processes[0].exitcode == -signal.SIGTERM
+    assert group.join() is True  # nothing left to wait for
+
+
+def _wait_for_go(local_rank: int, go: str) -> None:
+    wait_for(Path(go).exists, 60, "the test's go")
+
+
+def test_join_is_false_while_ranks_run_and_true_once_all_exit_zero(tmp_path: Path) -> None:
+    group = start_local_ranks(_wait_for_go, (str(tmp_path / "go"),), 2, join=False)
+    assert group.join(timeout=0.5) is False
+    (tmp_path / "go").write_text("")
+    while not group.join(timeout=1):
+        pass
+    assert [p.exitcode for p in group.processes] == [0, 0]
 
 
 @pytest.mark.skipif(gpu_driver_present(), reason="a GPU machine starts ranks with spawn")

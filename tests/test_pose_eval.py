@@ -15,7 +15,7 @@ from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DataLoader
 
 from harness.config import load_config
-from harness.distributed import find_free_port
+from harness.world import find_free_port
 from hrnet.coco import COCOKeypoints, load_coco
 from hrnet.evaluation import METRIC_NAMES, PoseEvaluator
 from hrnet.inference import oks_nms, rescore

@@ -67,8 +67,9 @@ def test_ddp_records_carry_the_measured_communication(profiled_ddp: Path) -> Non
 
 def _vote_worker(rank: int, scenarios: list, out: str) -> None:
     from harness import distributed as du
+    from harness.world import world_info_from_env
 
-    du.init_distributed(du.world_info_from_env(), "gloo")
+    du.init_distributed(world_info_from_env(), "gloo")
     stops = []
     for requester, request_step, final_step in scenarios:
         vote = du.LaggedVote()
