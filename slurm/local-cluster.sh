@@ -351,11 +351,18 @@ cmd_down_locked() {
             while [[ -n "$(slurm squeue -h -o %A 2>/dev/null)" ]] && (( SECONDS < deadline )); do sleep 0.3; done
         fi
     fi
-    # Order matters: slurmctld reports to slurmdbd, which writes to MariaDB; all need munged.
-    stop_pid_files "slurmctld and slurmd" "$STATE_DIR/run/slurmctld.pid" "$STATE_DIR"/run/slurmd-*.pid
-    stop_leftover_stepds
-    stop_pid_files slurmdbd "$STATE_DIR/run/slurmdbd.pid"
-    stop_pid_files "mariadbd and munged" "$STATE_DIR/run/mariadbd.pid" "$STATE_DIR/run/munged.pid"
+    if [[ "$KEEP" == 1 ]]; then
+        # The state is kept, so order matters: slurmctld reports to slurmdbd, which writes to
+        # MariaDB; all need munged.
+        stop_pid_files "slurmctld and slurmd" "$STATE_DIR/run/slurmctld.pid" "$STATE_DIR"/run/slurmd-*.pid
+        stop_leftover_stepds
+        stop_pid_files slurmdbd "$STATE_DIR/run/slurmdbd.pid"
+        stop_pid_files "mariadbd and munged" "$STATE_DIR/run/mariadbd.pid" "$STATE_DIR/run/munged.pid"
+    else
+        # Nothing is kept: all daemons at once (about 3 s, where one after another takes 8).
+        stop_pid_files "the daemons" "$STATE_DIR"/run/*.pid
+        stop_leftover_stepds
+    fi
     # The network is global (fixed names), so only tear down the one this state dir made.
     if [[ -e "$STATE_DIR/run/network-created" ]] || grep -qF "$HOSTS_MARKER" "$HOSTS_FILE" 2>/dev/null; then
         teardown_network
