@@ -14,7 +14,11 @@ TEST_WORKERS ?= $(shell n=$$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>
 # One test at a time to each worker (pytest-xdist's default sends chunks ahead): a worker that
 # finishes early takes the next test instead of idling while another works through its queue.
 XDIST = -n $(TEST_WORKERS) --maxschedchunk=1
-export WANDB_MODE ?= offline
+# The demos log to W&B offline whatever their configs say (a WANDB_MODE from the shell wins).
+# Not exported to the tests: each test's config says whether it runs W&B (most leave it
+# disabled), and WANDB_MODE in the environment would override them all (97 offline W&B runs
+# in one `make test`, about 1 core-second each).
+demo slurm-demo: export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
 .PHONY: venv demo test test-fast lint format typecheck check slurm-demo slurm-up slurm-down commbench-study bench gpu-check clean-demo
