@@ -129,11 +129,17 @@ def start_local_ranks(
     context: Any = multiprocessing.get_context(rank_start_method(preload))  # typeshed: a union
     error_dir = tempfile.mkdtemp(prefix="harness-ranks-")
     error_files = [os.path.join(error_dir, f"rank{rank}.traceback") for rank in range(nprocs)]
-    processes = []
-    for rank in range(nprocs):
-        process = context.Process(target=_rank_entry, args=(rank, target, args, launch, error_files[rank]))
-        process.start()
-        processes.append(process)
+    processes: list[Any] = []
+    try:
+        for rank in range(nprocs):
+            entry_args = (rank, target, args, launch, error_files[rank])
+            process = context.Process(target=_rank_entry, args=entry_args)
+            process.start()
+            processes.append(process)
+    except BaseException:  # a rank that cannot start: the ones already started do not stay behind
+        RankGroup(processes, error_files, error_dir).stop(grace_period=0)
+        shutil.rmtree(error_dir, ignore_errors=True)
+        raise
     group = RankGroup(processes, error_files, error_dir)
     while join and not group.join():
         pass
@@ -187,10 +193,11 @@ class RankGroup:
             if not self._running:
                 shutil.rmtree(self._error_dir, ignore_errors=True)
             return not self._running
-        self._stop_the_others(grace_period)
+        self.stop(grace_period)
         raise self._failure(failed)
 
-    def _stop_the_others(self, grace_period: float | None) -> None:
+    def stop(self, grace_period: float | None = None) -> None:
+        """Wait ``grace_period`` for the ranks still running, then SIGTERM, then SIGKILL."""
         if grace_period is not None:
             self._join_all(grace_period)
         for process in self.processes:

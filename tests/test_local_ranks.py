@@ -178,3 +178,25 @@ def test_local_scheduler_finds_no_gpu_without_importing_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_a_rank_that_cannot_start_leaves_no_rank_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second rank's start fails (as on a full process table): the first, already running,
+    is stopped before the error reaches the caller."""
+    import multiprocessing.process
+
+    started = []
+    real_start = multiprocessing.process.BaseProcess.start
+
+    def start_once(process: multiprocessing.process.BaseProcess) -> None:
+        if started:
+            raise OSError("fork: Resource temporarily unavailable")
+        real_start(process)
+        started.append(process)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start_once)
+    with pytest.raises(OSError, match="Resource temporarily unavailable"):
+        start_local_ranks(_wait_for_go, (str(tmp_path / "go"),), 2)
+    assert len(started) == 1 and started[0].exitcode == -signal.SIGTERM
