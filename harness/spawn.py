@@ -12,8 +12,8 @@ from typing import Any
 
 from yacs.config import CfgNode as CN
 
-from harness.devices import visible_cuda_devices
-from harness.local_ranks import RankExited, RankRaised, signal_name, start_local_ranks
+from harness.local_ranks import RankError, RankExited, signal_name, start_local_ranks
+from harness.preflight import check_machine
 from harness.resume_guard import check_resume
 from harness.rundir import read_status, run_dir_for, write_status
 from harness.tasks import task_module
@@ -40,7 +40,7 @@ def launch(cfg: CN, resume: str = "auto") -> str:
             "submit it with `harness sweep --backend slurm` or start it with torchrun"
         )
     nprocs = cfg.DIST.GPUS
-    _check_visible_gpus(nprocs)
+    check_machine(cfg)  # what `harness train` checked before; here for callers of launch() too
     if check_resume(cfg, run_dir_for(cfg), resume).already_completed:  # refuse here, before any rank starts
         print(f"run {cfg.RUN_NAME} already completed ({run_dir_for(cfg)}); nothing to do", file=sys.stderr)
         return "completed"
@@ -57,7 +57,7 @@ def launch(cfg: CN, resume: str = "auto") -> str:
         first = _first_failure(context.processes)
         while not context.join(timeout=1, grace_period=GRACE_S):
             pass
-    except (RankExited, RankRaised) as e:
+    except RankError as e:
         if first is not None and first[1] < 0:  # killed by a signal: the cause, whatever failed next
             raise RankFailed(_record_rank_death(run_dir_for(cfg), *first)) from None
         if isinstance(e, RankExited):
@@ -69,12 +69,6 @@ def launch(cfg: CN, resume: str = "auto") -> str:
         for sig, handler in forward.items():
             signal.signal(sig, handler)
     return read_status(run_dir_for(cfg)).get("state", "completed")
-
-
-def _check_visible_gpus(nprocs: int) -> None:
-    visible = visible_cuda_devices()
-    if visible and visible < nprocs:
-        raise RuntimeError(f"DIST.GPUS {nprocs} but only {visible} CUDA devices are visible")
 
 
 class RankFailed(RuntimeError):

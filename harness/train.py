@@ -19,6 +19,7 @@ from harness import preemption
 from harness.bad_samples import skipped_samples
 from harness.checkpoint import CheckpointError, check_model_state, load_checkpoint
 from harness.config import dump_config, flatten_config, global_batch_size, resolve_wandb_mode
+from harness.devices import usable_cores
 from harness.resume_guard import check_resume
 from harness.rundir import (
     atomic_write_json,
@@ -58,8 +59,7 @@ def _set_cpu_threads(world: WorldInfo) -> None:
         # environment, which may predate this launch's.
         torch.set_num_threads(int(requested))
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // max(1, world.local_world_size)))
+    torch.set_num_threads(max(1, usable_cores() // max(1, world.local_world_size)))
 
 
 def _identity(cfg: CN, trainer: Trainer, task_cls: type, wandb_id: str, world: WorldInfo) -> dict:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.devices import usable_cores
+
 pytest_plugins = ["tests.slurm_cluster_fixture"]
 _SLURM_FIXTURES = {"slurm_cluster", "slurm_cluster_2nodes"}
 _GPU_DIR = Path(__file__).parent / "gpu"
@@ -58,8 +60,7 @@ def _share_cores_among_xdist_workers() -> None:
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     if workers > 1 and not os.environ.get("OMP_NUM_THREADS"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // workers))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cores() // workers))
 
 
 _share_cores_among_xdist_workers()

@@ -4,7 +4,6 @@ gradient accumulation, pretrained weights, atomic files."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -271,10 +270,11 @@ def test_cpu_threads_are_split_among_local_ranks_unless_omp_num_threads_is_set(
 ) -> None:
     # The test session itself sets OMP_NUM_THREADS under xdist (tests/conftest.py), so the
     # split that a plain launch gets is checked here with it removed.
+    from harness.devices import usable_cores
     from harness.train import _set_cpu_threads
     from harness.world import WorldInfo
 
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     before = torch.get_num_threads()
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
