@@ -45,11 +45,15 @@ demo: venv
 ## they compare measured step times with a model, which other tests' load would skew. The
 ## serial session collects only the files that mark a test serial, and takes over the Slurm
 ## cluster the first session started (it brings it down; it runs even when the first fails).
+## TEST_IDS=FILE runs only the tests FILE lists (pytest node ids, one per line) in both sessions,
+## e.g. an older commit's tests (benchmarks/bench_test_suite.py); each session then brings down
+## the Slurm cluster it started, since the serial one may not use it.
 SERIAL_FILES = $(shell grep -rl --include='test_*.py' 'mark.serial' tests)
+TEST_SELECTION = $(if $(TEST_IDS),@$(abspath $(TEST_IDS)))
 test: venv
 	status=0; \
-	SLURM_LOCAL_KEEP_UP=1 $(PY) -m pytest -q $(XDIST) -m "not serial" -p no:cacheprovider || status=$$?; \
-	$(PY) -m pytest -q -m serial -p no:cacheprovider $(SERIAL_FILES) || [ $$? -eq 5 ] || status=1; \
+	SLURM_LOCAL_KEEP_UP=$(if $(TEST_IDS),0,1) $(PY) -m pytest -q $(XDIST) -m "not serial" -p no:cacheprovider $(TEST_SELECTION) || status=$$?; \
+	$(PY) -m pytest -q -m serial -p no:cacheprovider $(or $(TEST_SELECTION),$(SERIAL_FILES)) || [ $$? -eq 5 ] || status=1; \
 	exit $$status
 
 ## test-fast: the lane to run while working (no `slow`, no `slurm` tests), one pytest-xdist worker per core
