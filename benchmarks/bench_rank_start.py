@@ -21,16 +21,9 @@ import time
 from pathlib import Path
 
 from benchmarks.fer_runs import CONFIG, overrides, write_data
-from benchmarks.protocol import alternate, emit
+from benchmarks.protocol import alternate, busy_cpu_s, emit
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def busy_cpu_s() -> float:
-    """Busy CPU seconds of the whole machine since boot (every core; /proc/stat jiffies)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def run_once(opts: list[str], method: str, walls: list[float]) -> float:

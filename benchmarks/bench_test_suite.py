@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_rank_start import busy_cpu_s
-from benchmarks.protocol import emit
+from benchmarks.protocol import busy_cpu_s, emit
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv"
@@ -69,10 +68,10 @@ def ref_make_args(tree: Path) -> list[str]:
     return args
 
 
-def run_side(name: str, args: list[str], env: dict[str, str], work: Path) -> tuple[float, float]:
-    """(wall s, busy CPU s) of one passing run of ``args``; its output goes to work/<name>-N.log."""
+def run_side(name: str, round_: int, args: list[str], env: dict[str, str], work: Path) -> tuple[float, float]:
+    """(wall s, busy CPU s) of one passing run of ``args``; its output goes to work/<name>-<round_>.log."""
     cache = Path(tempfile.mkdtemp(prefix=f"inductor-{name}-", dir=work))
-    log = work / f"{name}-{len(list(work.glob(f'{name}-*.log')))}.log"
+    log = work / f"{name}-{round_}.log"
     cpu0, wall0 = busy_cpu_s(), time.perf_counter()
     with log.open("w") as out:
         rc = subprocess.run(
@@ -106,7 +105,7 @@ def measure(
         order = list(sides)
         for round_ in range(repeats):
             for name in order[round_ % 3 :] + order[: round_ % 3]:
-                samples[name].append(run_side(name, *sides[name], work))
+                samples[name].append(run_side(name, round_, *sides[name], work))
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
     gone = [i for i in ref_ids if i not in now_ids]

@@ -25,6 +25,13 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def busy_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine since boot (every core; /proc/stat jiffies)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def alternate(
     candidate: Callable[[], float], baseline: Callable[[], float], repeats: int = 5, warmup: int = 1
 ) -> dict[str, Any]:
